@@ -1,0 +1,113 @@
+/// @file backend.hpp
+/// @brief aclora::backends::Eigen, the CPU backend over Eigen memory.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "aclora/backend.hpp"
+#include "aclora/backends/eigen/analyze.hpp"
+#include "aclora/backends/eigen/apply.hpp"
+#include "aclora/backends/eigen/matrix.hpp"
+#include "aclora/backends/eigen/parallel.hpp"
+#include "aclora/layer.hpp"
+
+namespace aclora::backends {
+
+/// The Eigen backend: float or double matrices in the user's memory (any layout Eigen can
+/// map), analysed in double, processed in parallel over layers with results that are
+/// bit-identical for any thread count.
+class Eigen {
+ public:
+  using matrix_type = eigen::MatrixView;            ///< view of one factor
+  using analysis_type = std::vector<eigen::Basis>;  ///< rank-axis basis per layer
+
+  /// Backend settings.
+  struct Options {
+    eigen::Method method = eigen::Method::gram;  ///< analysis route
+    unsigned threads = 0;                        ///< worker threads; 0 = hardware threads
+    std::ptrdiff_t panel_width = 256;            ///< columns of the R x n view per panel
+  };
+
+  Eigen() = default;
+  /// A backend with the given settings.
+  explicit Eigen(Options options) : options_(options) {}
+
+  /// The settings.
+  const Options& options() const { return options_; }
+
+  /// Rows and columns of a view.
+  static MatrixShape shape(const matrix_type& matrix) {
+    return MatrixShape{static_cast<std::size_t>(matrix.rows()),
+                       static_cast<std::size_t>(matrix.cols())};
+  }
+
+  /// Empty when usable, else the reason.
+  static std::string check(const matrix_type& matrix) {
+    if (matrix.data() == nullptr && matrix.rows() * matrix.cols() != 0)
+      return "null data";
+    return {};
+  }
+
+  /// Analyses every layer; modifies nothing.
+  analysis_type analyze(std::span<const Layer<matrix_type>> layers,
+                        std::span<LayerSpectrum> spectra) const {
+    analysis_type bases(layers.size());
+    eigen::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned) {
+      with_rank_major(layers[i], [&](auto&& rank_major) {
+        bases[i] = options_.method == eigen::Method::gram
+                       ? eigen::analyze_gram(rank_major, options_.panel_width, spectra[i])
+                       : eigen::analyze_direct_svd(rank_major, spectra[i]);
+      });
+    });
+    return bases;
+  }
+
+  /// Writes every layer: first K basis directions kept, noise added per the plan.
+  void apply(std::span<const Layer<matrix_type>> layers, const analysis_type& bases,
+             std::span<const LayerPlan> plans) const {
+    std::ptrdiff_t largest_rank = 1;
+    std::ptrdiff_t largest_kept = 1;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      largest_rank = std::max<std::ptrdiff_t>(largest_rank, layers[i].axis == RankAxis::rows
+                                                                ? layers[i].matrix.rows()
+                                                                : layers[i].matrix.cols());
+      largest_kept = std::max<std::ptrdiff_t>(largest_kept, plans[i].kept);
+    }
+    // All scratch memory is allocated here, before the first write.
+    std::vector<eigen::Workspace> workspaces(eigen::worker_count(layers.size(), options_.threads));
+    for (auto& workspace : workspaces) {
+      workspace.reserve(largest_rank, options_.panel_width, largest_kept);
+    }
+    eigen::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned worker) {
+      eigen::Workspace& workspace = workspaces[worker];
+      const MatrixShape size = shape(layers[i].matrix);
+      const bool rows_axis = layers[i].axis == RankAxis::rows;
+      const eigen::NoiseIndexing indexing{0, rows_axis ? size.cols : 1, rows_axis ? 1 : size.cols};
+      with_rank_major(layers[i], [&](auto&& rank_major) {
+        eigen::apply_layer(rank_major, bases[i], plans[i], indexing, options_.panel_width,
+                           workspace);
+      });
+    });
+  }
+
+ private:
+  // Calls f with the layer seen as R x n: the map itself or its transpose.
+  template <class F>
+  static void with_rank_major(const Layer<matrix_type>& layer, F&& f) {
+    layer.matrix.visit([&](auto map) {
+      if (layer.axis == RankAxis::rows) {
+        f(map);
+      } else {
+        f(map.transpose());
+      }
+    });
+  }
+
+  Options options_{};
+};
+
+}  // namespace aclora::backends

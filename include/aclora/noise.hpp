@@ -1,0 +1,80 @@
+/// @file noise.hpp
+/// @brief Noise policies and the deterministic key of every layer's noise stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "aclora/config.hpp"
+#include "aclora/philox.hpp"
+
+namespace aclora {
+
+/// Where the Gaussian noise of a RESTART goes.
+enum class NoisePolicy {
+  whole,      ///< G over the whole matrix (the paper's practice; default)
+  discarded,  ///< G restricted to the discarded directions along the rank axis (eq. 2)
+  none,       ///< no noise: plain truncation (an ablation)
+};
+
+/// Identifies one layer's noise stream: a Philox key (the user's seed) and a stream
+/// number derived from (restart number, module identity, layer index).
+struct NoiseKey {
+  std::uint64_t seed = 0;
+  std::uint64_t stream = 0;
+};
+
+/// SplitMix64 finaliser: a fast bijective 64-bit mixer.
+constexpr std::uint64_t mix64(std::uint64_t value) {
+  value += 0x9E3779B97F4A7C15ull;
+  value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ull;
+  value = (value ^ (value >> 27)) * 0x94D049BB133111EBull;
+  return value ^ (value >> 31);
+}
+
+/// A module's identity for noise: the 64-bit FNV-1a hash of its name, or a mix of its
+/// position when it has no name.
+constexpr std::uint64_t module_identity(std::string_view name, std::size_t position) {
+  if (name.empty())
+    return mix64(0xA5A5A5A5A5A5A5A5ull ^ static_cast<std::uint64_t>(position));
+  std::uint64_t hash = 0xCBF29CE484222325ull;
+  for (char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001B3ull;
+  }
+  return hash;
+}
+
+/// The key of one layer's stream for a given restart.
+constexpr NoiseKey noise_key(std::uint64_t seed, std::uint64_t restart_index,
+                             std::uint64_t module_id, std::size_t layer_index) {
+  const std::uint64_t stream =
+      mix64(module_id ^ mix64(restart_index ^ mix64(static_cast<std::uint64_t>(layer_index))));
+  return NoiseKey{seed, stream};
+}
+
+/// The four standard normal draws of block `block` of a stream. Entry (i, j) of a
+/// rows x cols layer uses draw (i * cols + j): block (i * cols + j) / 4, lane % 4.
+/// Every backend uses this numbering, so noise does not depend on memory layout.
+template <class Real>
+ACLORA_HOST_DEVICE inline void gaussian_block(const NoiseKey& key, std::uint64_t block,
+                                              Real out[4]) {
+  const PhiloxBlock counter{
+      {static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+       static_cast<std::uint32_t>(key.stream), static_cast<std::uint32_t>(key.stream >> 32)}};
+  const PhiloxBlock bits = philox4x32_10(counter, static_cast<std::uint32_t>(key.seed),
+                                         static_cast<std::uint32_t>(key.seed >> 32));
+  box_muller<Real>(bits.word[0], bits.word[1], out[0], out[1]);
+  box_muller<Real>(bits.word[2], bits.word[3], out[2], out[3]);
+}
+
+/// The standard normal draw number `index` of a stream (one Philox call).
+template <class Real>
+ACLORA_HOST_DEVICE inline Real gaussian_at(const NoiseKey& key, std::uint64_t index) {
+  Real block[4];
+  gaussian_block<Real>(key, index / 4, block);
+  return block[index % 4];
+}
+
+}  // namespace aclora

@@ -1,0 +1,192 @@
+/// @file restart.hpp
+/// @brief aclora::Restart<Backend>, the one RESTART driver.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "aclora/backend.hpp"
+#include "aclora/error.hpp"
+#include "aclora/layer.hpp"
+#include "aclora/noise.hpp"
+#include "aclora/report.hpp"
+#include "aclora/schedule.hpp"
+#include "aclora/selection.hpp"
+#include "aclora/spectrum.hpp"
+
+namespace aclora {
+
+/// Runs AC-LoRA RESTARTs over lists of modules with the backend B: component analysis
+/// of every layer, selection of K per module (union of the layers' signal prefixes),
+/// truncation and noise reinjection, all in place and all-or-nothing.
+///
+/// @code
+/// aclora::Restart<aclora::backends::Eigen> restart({.seed = 42});
+/// auto report = restart(modules, schedule, epoch, losses.mean());
+/// @endcode
+template <class B>
+class Restart {
+  static_assert(
+      requires { typename B::matrix_type; },
+      "aclora::Restart<B>: B must define matrix_type, the view of one matrix");
+  static_assert(
+      requires { typename B::analysis_type; },
+      "aclora::Restart<B>: B must define analysis_type, kept from analyze to apply");
+  static_assert(Backend<B>,
+                "aclora::Restart<B>: B does not model aclora::Backend (shape, check, analyze, "
+                "apply; see aclora/backend.hpp)");
+
+ public:
+  using backend_type = B;                       ///< the backend
+  using matrix_type = typename B::matrix_type;  ///< the backend's matrix view
+  using module_type = Module<matrix_type>;      ///< a module of such views
+
+  /// Choices that do not change between restarts.
+  struct Options {
+    NoisePolicy noise = NoisePolicy::whole;  ///< where the reinjected noise goes
+    std::size_t min_rank = 1;                ///< floor of K (0 = the paper's rule exactly)
+    std::uint64_t seed = 0;                  ///< key of all noise
+  };
+
+  /// A driver with default options and a default-constructed backend.
+  Restart() = default;
+  /// A driver with the given options and backend.
+  explicit Restart(Options options, B backend = B{})
+      : options_(options), backend_(std::move(backend)) {}
+
+  /// The scheduled RESTART after epoch `epoch` (0-based) with mean loss `mean_loss`:
+  /// p = 1 - L^alpha(e). Does not check `schedule.due(epoch)`: the trainer decides.
+  /// @throws Error for a bad loss, epoch or input; then no matrix was modified.
+  RestartReport operator()(std::span<const module_type> modules, const Schedule& schedule,
+                           int epoch, double mean_loss) {
+    const double alpha = schedule.alpha(epoch);
+    return run(modules, threshold_from_loss(mean_loss, alpha), mean_loss, alpha);
+  }
+
+  /// A RESTART with an explicit energy threshold p in [0, 1] (bypasses the schedule).
+  /// @throws Error for p outside [0, 1] or bad input; then no matrix was modified.
+  RestartReport at_threshold(std::span<const module_type> modules, double p) {
+    if (!(p >= 0.0 && p <= 1.0))
+      throw Error("threshold p must lie in [0, 1]");
+    const double none = std::numeric_limits<double>::quiet_NaN();
+    return run(modules, p, none, none);
+  }
+
+  /// Restarts done so far; part of every noise key. Starts at 0.
+  std::uint64_t restart_count() const { return restart_count_; }
+  /// Sets the restart counter (to resume a training run with the same noise).
+  void set_restart_count(std::uint64_t count) { restart_count_ = count; }
+  /// The options.
+  const Options& options() const { return options_; }
+  /// The backend (for its own settings).
+  B& backend() { return backend_; }
+
+ private:
+  RestartReport run(std::span<const module_type> modules, double p, double mean_loss,
+                    double alpha) {
+    std::vector<Layer<matrix_type>> layers;
+    std::vector<std::size_t> first_layer{0};  // module i owns layers [first[i], first[i+1])
+    std::vector<std::size_t> allocated_ranks;
+    validate(modules, layers, first_layer, allocated_ranks);
+
+    std::vector<LayerSpectrum> spectra(layers.size());
+    auto analysis = backend_.analyze(std::span<const Layer<matrix_type>>(layers), spectra);
+    for (std::size_t m = 0; m < modules.size(); ++m) {
+      for (std::size_t l = first_layer[m]; l < first_layer[m + 1]; ++l) {
+        if (!spectra[l].finite) {
+          throw Error(locate(modules, m, l - first_layer[m]), "matrix holds NaN or Inf");
+        }
+      }
+    }
+
+    RestartReport report{restart_count_, mean_loss, alpha, p, {}};
+    std::vector<LayerPlan> plans(layers.size());
+    for (std::size_t m = 0; m < modules.size(); ++m) {
+      ModuleReport& module = report.modules.emplace_back();
+      module.name = modules[m].name;
+      module.index = m;
+      module.allocated_rank = allocated_ranks[m];
+      std::vector<std::size_t> counts;
+      for (std::size_t l = first_layer[m]; l < first_layer[m + 1]; ++l) {
+        counts.push_back(signal_count(spectra[l].singular_values, p));
+      }
+      module.module_rank = module_rank(counts, options_.min_rank, module.allocated_rank);
+      const std::uint64_t identity = module_identity(module.name, m);
+      for (std::size_t l = first_layer[m]; l < first_layer[m + 1]; ++l) {
+        const MatrixShape shape = B::shape(layers[l].matrix);
+        const ResidualStatistics residual =
+            residual_statistics(spectra[l], module.module_rank, shape.size());
+        const std::size_t position = l - first_layer[m];
+        const double kept_fraction = kept_energy_fraction(spectra[l], module.module_rank);
+        plans[l] = LayerPlan{
+            module.module_rank, options_.noise == NoisePolicy::none ? 0.0 : residual.sigma,
+            options_.noise, noise_key(options_.seed, restart_count_, identity, position)};
+        module.layers.push_back(LayerReport{shape, layers[l].axis, counts[position],
+                                            std::move(spectra[l].singular_values), kept_fraction,
+                                            residual.sigma});
+      }
+    }
+
+    backend_.apply(std::span<const Layer<matrix_type>>(layers), analysis, plans);
+    ++restart_count_;
+    return report;
+  }
+
+  static ErrorLocation locate(std::span<const module_type> modules, std::size_t module,
+                              std::optional<std::size_t> layer = std::nullopt) {
+    return ErrorLocation{modules[module].name, module, layer};
+  }
+
+  void validate(std::span<const module_type> modules, std::vector<Layer<matrix_type>>& layers,
+                std::vector<std::size_t>& first_layer,
+                std::vector<std::size_t>& allocated_ranks) const {
+    if (modules.empty())
+      throw Error("no modules given");
+    std::unordered_set<std::string> names;
+    for (std::size_t m = 0; m < modules.size(); ++m) {
+      const module_type& module = modules[m];
+      if (module.layers.empty())
+        throw Error(locate(modules, m), "module has no layers");
+      if (!module.name.empty() && !names.insert(module.name).second) {
+        throw Error(locate(modules, m), "duplicate module name (names key the noise)");
+      }
+      std::size_t rank = 0;
+      for (std::size_t l = 0; l < module.layers.size(); ++l) {
+        const Layer<matrix_type>& layer = module.layers[l];
+        const std::string problem = B::check(layer.matrix);
+        if (!problem.empty())
+          throw Error(locate(modules, m, l), problem);
+        const MatrixShape shape = B::shape(layer.matrix);
+        if (shape.rows == 0 || shape.cols == 0) {
+          throw Error(locate(modules, m, l), "zero-sized matrix (" + std::to_string(shape.rows) +
+                                                 " x " + std::to_string(shape.cols) + ")");
+        }
+        const std::size_t layer_rank = shape.along(layer.axis);
+        if (l == 0) {
+          rank = layer_rank;
+        } else if (layer_rank != rank) {
+          throw Error(locate(modules, m, l), "rank axis has length " + std::to_string(layer_rank) +
+                                                 " but layer 0's has " + std::to_string(rank) +
+                                                 " (all layers of a module share R)");
+        }
+        layers.push_back(layer);
+      }
+      first_layer.push_back(layers.size());
+      allocated_ranks.push_back(rank);
+    }
+  }
+
+  Options options_{};
+  B backend_{};
+  std::uint64_t restart_count_ = 0;
+};
+
+}  // namespace aclora
