@@ -83,19 +83,19 @@ inline void newline_indent(std::string& out, int indent, int level) {
 
 inline void dump_value(std::string& out, const Value& value, int indent, int level) {
   switch (value.kind()) {
-    case Kind::Null:
+    case Kind::kNull:
       out += "null";
       return;
-    case Kind::Bool:
+    case Kind::kBool:
       out += value.as_bool() ? "true" : "false";
       return;
-    case Kind::Number:
+    case Kind::kNumber:
       dump_number(out, value.as_number());
       return;
-    case Kind::String:
+    case Kind::kString:
       dump_string(out, value.as_string());
       return;
-    case Kind::Array: {
+    case Kind::kArray: {
       const Array& array = value.as_array();
       out.push_back('[');
       for (std::size_t i = 0; i < array.size(); ++i) {
@@ -111,7 +111,7 @@ inline void dump_value(std::string& out, const Value& value, int indent, int lev
       out.push_back(']');
       return;
     }
-    case Kind::Object: {
+    case Kind::kObject: {
       const Object& object = value.as_object();
       out.push_back('{');
       for (std::size_t i = 0; i < object.size(); ++i) {

@@ -34,22 +34,22 @@ using Array = std::vector<Value>;
 using Object = std::vector<std::pair<std::string, Value>>;
 
 /// The kind of a JSON value.
-enum class Kind : std::uint8_t { Null, Bool, Number, String, Array, Object };
+enum class Kind : std::uint8_t { kNull, kBool, kNumber, kString, kArray, kObject };
 
 /// Name of a kind for messages: "null", "boolean", "number", "string", "array", "object".
 constexpr std::string_view kind_name(Kind kind) {
   switch (kind) {
-    case Kind::Null:
+    case Kind::kNull:
       return "null";
-    case Kind::Bool:
+    case Kind::kBool:
       return "boolean";
-    case Kind::Number:
+    case Kind::kNumber:
       return "number";
-    case Kind::String:
+    case Kind::kString:
       return "string";
-    case Kind::Array:
+    case Kind::kArray:
       return "array";
-    case Kind::Object:
+    case Kind::kObject:
       return "object";
   }
   return "?";
@@ -103,19 +103,19 @@ class Value {
   Value(Object value) : data_(std::move(value)) {}
 
   Kind kind() const { return static_cast<Kind>(data_.index()); }
-  bool is_null() const { return kind() == Kind::Null; }
-  bool is_bool() const { return kind() == Kind::Bool; }
-  bool is_number() const { return kind() == Kind::Number; }
+  bool is_null() const { return kind() == Kind::kNull; }
+  bool is_bool() const { return kind() == Kind::kBool; }
+  bool is_number() const { return kind() == Kind::kNumber; }
   /// True for numbers held as an exact int64.
   bool is_integer() const { return is_number() && std::get<Number>(data_).is_integer(); }
-  bool is_string() const { return kind() == Kind::String; }
-  bool is_array() const { return kind() == Kind::Array; }
-  bool is_object() const { return kind() == Kind::Object; }
+  bool is_string() const { return kind() == Kind::kString; }
+  bool is_array() const { return kind() == Kind::kArray; }
+  bool is_object() const { return kind() == Kind::kObject; }
 
   /// @throws Error when not a boolean.
-  bool as_bool() const { return get<bool>(Kind::Bool); }
+  bool as_bool() const { return get<bool>(Kind::kBool); }
   /// @throws Error when not a number.
-  const Number& as_number() const { return get<Number>(Kind::Number); }
+  const Number& as_number() const { return get<Number>(Kind::kNumber); }
   /// @throws Error when not a number.
   double as_double() const { return as_number().real(); }
   /// @throws Error when not a number held as an exact int64.
@@ -127,13 +127,13 @@ class Value {
     return number.integer();
   }
   /// @throws Error when not a string.
-  const std::string& as_string() const { return get<std::string>(Kind::String); }
+  const std::string& as_string() const { return get<std::string>(Kind::kString); }
   /// @throws Error when not an array.
-  const Array& as_array() const { return get<Array>(Kind::Array); }
-  Array& as_array() { return get<Array>(Kind::Array); }
+  const Array& as_array() const { return get<Array>(Kind::kArray); }
+  Array& as_array() { return get<Array>(Kind::kArray); }
   /// @throws Error when not an object.
-  const Object& as_object() const { return get<Object>(Kind::Object); }
-  Object& as_object() { return get<Object>(Kind::Object); }
+  const Object& as_object() const { return get<Object>(Kind::kObject); }
+  Object& as_object() { return get<Object>(Kind::kObject); }
 
   /// Member lookup in an object: nullptr when absent or when this is not an object.
   const Value* find(std::string_view key) const {
