@@ -1,0 +1,123 @@
+/// @file apply.cuh
+/// @brief The write pass over a whole model: one upload of the per-layer write parameters,
+/// then per batch the projectors and one fused projection + noise launch per rank class.
+/// Everything that can fail for a reason other than a broken device is checked before the
+/// first kernel that writes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+
+#include "aclora/backend.hpp"
+#include "aclora/backends/cuda/analyze.cuh"
+#include "aclora/backends/cuda/plan.hpp"
+#include "aclora/backends/cuda/projection_kernels.cuh"
+#include "aclora/backends/cuda/runtime.cuh"
+#include "aclora/backends/cuda/workspace.cuh"
+
+namespace aclora::backends::cuda {
+
+namespace detail {
+
+template <int TR, int TW, int MR>
+void allow_shared_memory(std::size_t bytes) {
+  check_cuda(
+      cudaFuncSetAttribute(kernels::project_write_kernel<TR, TW, MR>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+      "cudaFuncSetAttribute (projection shared memory)");
+}
+
+inline void allow_projection_shared_memory(const ProjectionLaunch& launch) {
+  const std::size_t bytes = projection_shared_bytes(launch.max_rank);
+  switch (launch.shape.config) {
+    case 0:
+      return allow_shared_memory<16, 64, 1>(bytes);
+    case 1:
+      return allow_shared_memory<32, 64, 2>(bytes);
+    case 2:
+      return allow_shared_memory<64, 64, 4>(bytes);
+    default:
+      return allow_shared_memory<128, 32, 4>(bytes);
+  }
+}
+
+inline void launch_projection(const ProjectionLaunch& launch, const LayerSlot* slots,
+                              const WriteSlot* writes, const WorkItem* tiles,
+                              const float* projectors, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>(launch.tile_count);
+  const std::size_t bytes = projection_shared_bytes(launch.max_rank);
+  const WorkItem* first = tiles + launch.first_tile;
+  switch (launch.shape.config) {
+    case 0:
+      kernels::project_write_kernel<16, 64, 1>
+          <<<blocks, block_threads, bytes, stream>>>(slots, writes, first, projectors);
+      break;
+    case 1:
+      kernels::project_write_kernel<32, 64, 2>
+          <<<blocks, block_threads, bytes, stream>>>(slots, writes, first, projectors);
+      break;
+    case 2:
+      kernels::project_write_kernel<64, 64, 4>
+          <<<blocks, block_threads, bytes, stream>>>(slots, writes, first, projectors);
+      break;
+    default:
+      kernels::project_write_kernel<128, 32, 4>
+          <<<blocks, block_threads, bytes, stream>>>(slots, writes, first, projectors);
+      break;
+  }
+  check_launch("project_write_kernel");
+}
+
+}  // namespace detail
+
+/// The write parameters of every slot: K clipped to q = min(R, n), sigma, policy, key.
+inline void stage_writes(const Plan& plan, std::span<const LayerPlan> plans, WriteSlot* writes) {
+  for (std::size_t s = 0; s < plan.slots.size(); ++s) {
+    const LayerSlot& slot = plan.slots[s];
+    const LayerPlan& layer = plans[static_cast<std::size_t>(slot.layer)];
+    const std::int64_t q = std::min<std::int64_t>(slot.rank, slot.length);
+    WriteSlot write;
+    write.key = layer.key;
+    write.sigma = static_cast<float>(layer.sigma);
+    write.kept = static_cast<std::int32_t>(std::min(layer.kept, static_cast<std::size_t>(q)));
+    write.policy = static_cast<std::int32_t>(layer.noise);
+    writes[s] = write;
+  }
+}
+
+/// Writes every layer of the analysed plan in place: M' = U_K U_K^T M + noise placed by each
+/// layer's policy, rounded once to the storage type. Synchronises the stream at the end.
+inline void apply_plan(Workspace& w, cudaStream_t stream, std::span<const LayerPlan> plans) {
+  const Plan& plan = w.plan;
+  const DeviceLayout& at = plan.layout;
+  unsigned char* base = w.device.data();
+  for (const ApplyBatch& batch : plan.apply_batches)
+    for (const ProjectionLaunch& launch : batch.launches)
+      detail::allow_projection_shared_memory(launch);
+
+  auto* host_writes = reinterpret_cast<WriteSlot*>(w.pinned.data() + w.pinned_writes);
+  stage_writes(plan, plans, host_writes);
+  check_cuda(cudaMemcpyAsync(base + at.writes, host_writes, plan.slots.size() * sizeof(WriteSlot),
+                             cudaMemcpyHostToDevice, stream),
+             "upload of the write parameters");
+
+  const auto* slots = reinterpret_cast<const LayerSlot*>(base + at.slots);
+  const auto* writes = reinterpret_cast<const WriteSlot*>(base + at.writes);
+  const auto* tiles = reinterpret_cast<const WorkItem*>(base + at.tiles);
+  const auto* basis = reinterpret_cast<const double*>(base + at.basis);
+  auto* projectors = reinterpret_cast<float*>(base + at.scratch);
+  for (const ApplyBatch& batch : plan.apply_batches) {
+    const dim3 grid(static_cast<unsigned>(batch.slot_count), detail::entry_tiles(batch.max_rank));
+    kernels::projector_kernel<<<grid, block_threads, 0, stream>>>(
+        slots, writes, static_cast<std::int32_t>(batch.first_slot), basis, projectors);
+    detail::check_launch("projector_kernel");
+    for (const ProjectionLaunch& launch : batch.launches)
+      detail::launch_projection(launch, slots, writes, tiles, projectors, stream);
+  }
+  check_cuda(cudaStreamSynchronize(stream), "write pass");
+}
+
+}  // namespace aclora::backends::cuda

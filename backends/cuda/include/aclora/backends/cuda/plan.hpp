@@ -1,0 +1,538 @@
+/// @file plan.hpp
+/// @brief Host-side planning of the CUDA backend: rank-major views, shape groups, Gram
+/// chunking, workspace layout and bounds, batches and launch shapes. Plain C++ (no CUDA
+/// header), so every rule here is unit-tested on machines without a GPU.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "aclora/error.hpp"
+#include "aclora/layer.hpp"
+#include "aclora/noise.hpp"
+
+namespace aclora::backends::cuda {
+
+/// Storage type of a device matrix.
+enum class DType : std::int32_t {
+  f32 = 0,   ///< IEEE float
+  f16 = 1,   ///< IEEE half (__half)
+  bf16 = 2,  ///< bfloat16 (__nv_bfloat16)
+};
+
+/// True for the three supported storage types.
+constexpr bool dtype_valid(DType dtype) {
+  return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16;
+}
+/// Bytes per element.
+constexpr std::size_t dtype_bytes(DType dtype) {
+  return dtype == DType::f32 ? 4 : 2;
+}
+/// Name for messages.
+constexpr const char* dtype_name(DType dtype) {
+  return dtype == DType::f32 ? "fp32" : dtype == DType::f16 ? "fp16" : "bf16";
+}
+
+/// Largest rank axis the backend handles (the projection keeps R x tile outputs in shared
+/// memory; LoRA ranks are far below).
+inline constexpr std::int64_t max_rank = 1024;
+
+/// A layer seen as R x n along its rank axis: entry (r, c) lives at
+/// r * rank_stride + c * length_stride (elements), and its noise is draw
+/// r * noise_rank_step + c * noise_length_step of the layer's stream (the core's logical
+/// row-major numbering of the original rows x cols matrix).
+struct RankMajorView {
+  std::int64_t rank = 0;
+  std::int64_t length = 0;
+  std::int64_t rank_stride = 0;
+  std::int64_t length_stride = 0;
+  std::int64_t noise_rank_step = 0;
+  std::int64_t noise_length_step = 0;
+  friend bool operator==(const RankMajorView&, const RankMajorView&) = default;
+};
+
+/// The rank-major view of a rows x cols matrix with the given element strides. Strides
+/// of axes of length 1 are normalised (they are never used) so that contiguous rows or
+/// columns are recognised.
+inline RankMajorView rank_major_view(std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                                     std::int64_t col_stride, RankAxis axis) {
+  RankMajorView view;
+  if (axis == RankAxis::rows) {
+    view = {rows, cols, row_stride, col_stride, cols, 1};
+  } else {
+    view = {cols, rows, col_stride, row_stride, 1, cols};
+  }
+  if (view.rank == 1)
+    view.rank_stride = view.length_stride == 1 ? view.length : 1;
+  if (view.length == 1)
+    view.length_stride = view.rank_stride == 1 ? view.rank : 1;
+  return view;
+}
+
+/// How the Gram products read a layer.
+enum class GramSource : std::int32_t {
+  length_contiguous = 0,  ///< rows of the view contiguous: cuBLAS A^T A on (n x R, lda)
+  rank_contiguous = 1,    ///< columns of the view contiguous: cuBLAS A A^T on (R x n, lda)
+  packed = 2,             ///< other strides: first copied to a contiguous fp32 R x n buffer
+};
+
+/// The Gram source of a view (a packed copy is column-contiguous with lda = R).
+inline GramSource gram_source(const RankMajorView& view) {
+  constexpr std::int64_t int_max = 2147483647;
+  if (view.length_stride == 1 && view.rank_stride >= view.length && view.rank_stride <= int_max)
+    return GramSource::length_contiguous;
+  if (view.rank_stride == 1 && view.length_stride >= view.rank && view.length_stride <= int_max)
+    return GramSource::rank_contiguous;
+  return GramSource::packed;
+}
+
+/// Columns of the R x n view per Gram partial product: each partial sums at most this many
+/// fp32 products (cuBLAS), the partials are summed in fp64. Wider for larger R so the
+/// partials stay a quarter of the layer's size or less.
+inline std::int64_t gram_chunk_width(std::int64_t rank) {
+  const std::int64_t wide = (4 * rank + 63) / 64 * 64;
+  return std::max<std::int64_t>(256, wide);
+}
+
+/// ceil(a / b) for positive b.
+constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
+
+/// Launch shape of the projection kernel for a rank class: output tiles of tile_rows x
+/// tile_cols per pass, each of the 256 threads owning rows_per_thread x 4 outputs.
+struct ProjectionShape {
+  int config = 0;           ///< 0..3, selects the kernel instantiation
+  int tile_rows = 16;       ///< rows per pass (R is covered in ceil(R / tile_rows) passes)
+  int tile_cols = 64;       ///< columns of the view per block
+  int rows_per_thread = 1;  ///< rows of each thread's micro-tile
+};
+
+/// Rows of the k-slices staged in shared memory by the projection kernel.
+inline constexpr int projection_k_chunk = 16;
+/// Threads per block of every kernel of the backend.
+inline constexpr int block_threads = 256;
+
+/// The projection launch shape for rank R.
+constexpr ProjectionShape projection_shape(std::int64_t rank) {
+  if (rank <= 16)
+    return {0, 16, 64, 1};
+  if (rank <= 32)
+    return {1, 32, 64, 2};
+  if (rank <= 64)
+    return {2, 64, 64, 4};
+  return {3, 128, 32, 4};
+}
+
+/// Dynamic shared memory of the projection kernel for rank R: the k-slices of the
+/// projector and of the input, and the whole R x tile_cols output (padded rows).
+constexpr std::size_t projection_shared_bytes(std::int64_t rank) {
+  const ProjectionShape shape = projection_shape(rank);
+  const std::int64_t padded_rows = ceil_div(rank, shape.tile_rows) * shape.tile_rows;
+  const std::int64_t floats = projection_k_chunk * shape.tile_rows +
+                              projection_k_chunk * shape.tile_cols +
+                              padded_rows * (shape.tile_cols + 1);
+  return static_cast<std::size_t>(floats) * sizeof(float);
+}
+
+/// One layer in planning order, shared verbatim by host and device code (plain data).
+/// Offsets count elements of the named array.
+struct LayerSlot {
+  void* data = nullptr;                ///< first entry of the user's matrix
+  std::int32_t dtype = 0;              ///< DType
+  std::int32_t rank = 0;               ///< R
+  std::int64_t length = 0;             ///< n
+  std::int64_t rank_stride = 0;        ///< view strides (elements)
+  std::int64_t length_stride = 0;      ///<
+  std::int64_t noise_rank_step = 0;    ///< noise numbering
+  std::int64_t noise_length_step = 0;  ///<
+  std::int64_t chunk_width = 0;        ///< Gram columns per partial
+  std::int32_t chunks = 0;             ///< partials: ceil(n / chunk_width)
+  std::int32_t source = 0;             ///< GramSource
+  std::int32_t layer = 0;              ///< index in the caller's layer list
+  std::int32_t padding = 0;
+  std::uint64_t basis_offset = 0;      ///< doubles: Gram, then eigenvectors (R x R, col-major)
+  std::uint64_t vector_offset = 0;     ///< doubles: eigenvalues and row sums (R each)
+  std::uint64_t record_offset = 0;     ///< doubles: spectrum record (2R + 2)
+  std::uint64_t partial_offset = 0;    ///< floats in the batch's partial Grams (chunks R^2)
+  std::uint64_t row_sum_offset = 0;    ///< doubles in the batch's partial row sums (chunks R)
+  std::uint64_t packed_offset = 0;     ///< floats in the batch's packed copies (R n)
+  std::uint64_t projector_offset = 0;  ///< floats in the apply batch's projectors (R^2)
+};
+
+/// What apply writes for one slot (uploaded once per apply).
+struct WriteSlot {
+  NoiseKey key;             ///< noise stream
+  float sigma = 0.0f;       ///< noise standard deviation
+  std::int32_t kept = 0;    ///< min(K, q) directions kept
+  std::int32_t policy = 0;  ///< NoisePolicy
+  std::int32_t padding = 0;
+};
+
+/// A block's work: a slot and a Gram chunk (analysis) or a column tile (apply).
+struct WorkItem {
+  std::int32_t slot = 0;
+  std::int32_t index = 0;
+};
+
+/// Spectrum record layout: R singular values, R component sums, entry sum, status.
+constexpr std::size_t record_doubles(std::int64_t rank) {
+  return 2 * rank + 2;
+}
+
+/// Status values in a spectrum record.
+enum class SlotStatus : int {
+  ok = 0,
+  non_finite = 1,     ///< a NaN or Inf entry
+  solver_failed = 2,  ///< the eigen-solver did not converge
+  gram_overflow = 3,  ///< finite entries whose fp32 Gram products overflow
+};
+
+/// One batched cuBLAS call over Gram chunks that share (dtype, source, R, k, lda).
+struct GemmCall {
+  DType dtype = DType::f32;
+  bool rank_contiguous = false;  ///< A A^T (true) or A^T A (false)
+  std::int32_t rank = 0;
+  std::int32_t depth = 0;  ///< k: columns in each chunk
+  std::int64_t lda = 0;
+  std::size_t first_item = 0;  ///< into Plan::items
+  std::size_t count = 0;
+};
+
+/// Consecutive slots of one rank: one batched eigen-solve.
+struct EigenRun {
+  std::int32_t rank = 0;
+  std::size_t first_slot = 0;
+  std::size_t count = 0;
+};
+
+/// Solver workspace (device and host bytes) for `count` matrices of rank R.
+struct SolverBytes {
+  std::size_t device = 0;
+  std::size_t host = 0;
+};
+/// Asks the eigen-solver for its workspace (the CUDA backend queries cuSOLVER).
+using SolverQuery = std::function<SolverBytes(std::int32_t rank, std::size_t count)>;
+
+/// Alignment of every region of the workspace.
+inline constexpr std::size_t workspace_alignment = 256;
+/// Rounds bytes up to the alignment.
+constexpr std::size_t align_bytes(std::size_t bytes) {
+  return (bytes + workspace_alignment - 1) / workspace_alignment * workspace_alignment;
+}
+
+/// Analysis work over consecutive slots whose scratch fits the limit.
+struct AnalysisBatch {
+  std::size_t first_slot = 0, slot_count = 0;
+  std::size_t first_item = 0, item_count = 0;
+  std::size_t row_sums_at = 0;  ///< byte offsets inside the scratch region
+  std::size_t packed_at = 0;
+  std::size_t solver_at = 0;
+  std::size_t solver_bytes = 0;       ///< device bytes for the solver (largest run)
+  std::size_t solver_host_bytes = 0;  ///< host bytes for the solver (largest run)
+  std::size_t scratch_bytes = 0;      ///< all of the above
+  std::vector<GemmCall> gemms;
+  std::vector<EigenRun> eigen_runs;
+};
+
+/// One projection launch: consecutive tiles of one rank class.
+struct ProjectionLaunch {
+  ProjectionShape shape;
+  std::int64_t max_rank = 0;  ///< largest R among its slots (shared memory size)
+  std::size_t first_tile = 0, tile_count = 0;
+};
+
+/// Apply work over consecutive slots whose projectors fit the limit.
+struct ApplyBatch {
+  std::size_t first_slot = 0, slot_count = 0;
+  std::int64_t max_rank = 0;
+  std::size_t scratch_bytes = 0;
+  std::vector<ProjectionLaunch> launches;
+};
+
+/// Byte offsets of the regions of the device workspace. The tables come first, in the same
+/// order as in the pinned host copy, so one copy uploads them.
+struct DeviceLayout {
+  std::size_t slots = 0, items = 0, tiles = 0, gemm_a = 0, gemm_c = 0, tables_end = 0;
+  std::size_t writes = 0, basis = 0, eigenvalues = 0, row_sums = 0, records = 0, flags = 0,
+              infos = 0, scratch = 0, total = 0;
+};
+
+/// Everything the backend needs to run analysis and apply for one list of layers.
+struct Plan {
+  std::vector<LayerSlot> slots;  ///< planning order: sorted by group key
+  std::vector<WorkItem> items;   ///< Gram chunks, per batch, per gemm call
+  std::vector<WorkItem> tiles;   ///< projection tiles, per apply batch, per launch
+  std::vector<AnalysisBatch> analysis_batches;
+  std::vector<ApplyBatch> apply_batches;
+  std::size_t basis_doubles = 0, vector_doubles = 0, record_doubles = 0;
+  std::size_t scratch_bytes = 0;  ///< largest batch scratch (analysis or apply)
+  std::size_t solver_host_bytes = 0;
+  DeviceLayout layout;
+  /// Bytes of device memory the plan needs in all (tables, per-layer state, scratch).
+  std::size_t device_bytes() const { return layout.total; }
+};
+
+/// What the planner needs to know about one layer.
+struct PlanInput {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  RankMajorView view;
+  friend bool operator==(const PlanInput&, const PlanInput&) = default;
+};
+
+namespace detail {
+using GroupKey = std::tuple<std::int64_t, std::int32_t, std::int32_t, std::int64_t, std::int64_t>;
+
+inline GroupKey group_key(const PlanInput& input) {
+  const GramSource source = gram_source(input.view);
+  const std::int64_t lda = source == GramSource::length_contiguous ? input.view.rank_stride
+                           : source == GramSource::rank_contiguous ? input.view.length_stride
+                                                                   : input.view.rank;
+  return {input.view.rank, static_cast<std::int32_t>(input.dtype),
+          static_cast<std::int32_t>(source), lda, input.view.length};
+}
+
+inline std::size_t analysis_data_bytes(const LayerSlot& slot) {
+  const auto rank = static_cast<std::size_t>(slot.rank);
+  std::size_t bytes = static_cast<std::size_t>(slot.chunks) * rank * rank * sizeof(float) +
+                      static_cast<std::size_t>(slot.chunks) * rank * sizeof(double);
+  if (slot.source == static_cast<std::int32_t>(GramSource::packed))
+    bytes += rank * static_cast<std::size_t>(slot.length) * sizeof(float);
+  return bytes;
+}
+
+// Fills the batch's per-slot scratch offsets, items, gemm calls and eigen runs.
+inline void finish_analysis_batch(Plan& plan, AnalysisBatch& batch, const SolverQuery& solver) {
+  std::size_t partial_floats = 0, row_sum_doubles = 0, packed_floats = 0;
+  std::map<std::tuple<std::int32_t, bool, std::int32_t, std::int32_t, std::int64_t>,
+           std::vector<WorkItem>>
+      calls;
+  for (std::size_t s = batch.first_slot; s < batch.first_slot + batch.slot_count; ++s) {
+    LayerSlot& slot = plan.slots[s];
+    const auto rank = static_cast<std::size_t>(slot.rank);
+    slot.partial_offset = partial_floats;
+    slot.row_sum_offset = row_sum_doubles;
+    partial_floats += static_cast<std::size_t>(slot.chunks) * rank * rank;
+    row_sum_doubles += static_cast<std::size_t>(slot.chunks) * rank;
+    const auto source = static_cast<GramSource>(slot.source);
+    std::int64_t lda = slot.rank;
+    DType dtype = static_cast<DType>(slot.dtype);
+    if (source == GramSource::packed) {
+      slot.packed_offset = packed_floats;
+      packed_floats += rank * static_cast<std::size_t>(slot.length);
+      dtype = DType::f32;
+    } else {
+      lda = source == GramSource::length_contiguous ? slot.rank_stride : slot.length_stride;
+    }
+    for (std::int32_t chunk = 0; chunk < slot.chunks; ++chunk) {
+      const std::int64_t depth = std::min(
+          slot.chunk_width, slot.length - static_cast<std::int64_t>(chunk) * slot.chunk_width);
+      calls[{static_cast<std::int32_t>(dtype), source != GramSource::length_contiguous, slot.rank,
+             static_cast<std::int32_t>(depth), lda}]
+          .push_back(WorkItem{static_cast<std::int32_t>(s), chunk});
+    }
+    if (batch.eigen_runs.empty() || batch.eigen_runs.back().rank != slot.rank)
+      batch.eigen_runs.push_back(EigenRun{slot.rank, s, 0});
+    ++batch.eigen_runs.back().count;
+  }
+  batch.first_item = plan.items.size();
+  for (const auto& [key, items] : calls) {
+    GemmCall call;
+    call.dtype = static_cast<DType>(std::get<0>(key));
+    call.rank_contiguous = std::get<1>(key);
+    call.rank = std::get<2>(key);
+    call.depth = std::get<3>(key);
+    call.lda = std::get<4>(key);
+    call.first_item = plan.items.size();
+    call.count = items.size();
+    plan.items.insert(plan.items.end(), items.begin(), items.end());
+    batch.gemms.push_back(call);
+  }
+  batch.item_count = plan.items.size() - batch.first_item;
+  batch.solver_bytes = 0;
+  batch.solver_host_bytes = 0;
+  for (const EigenRun& run : batch.eigen_runs) {
+    const SolverBytes bytes = solver(run.rank, run.count);
+    batch.solver_bytes = std::max(batch.solver_bytes, bytes.device);
+    batch.solver_host_bytes = std::max(batch.solver_host_bytes, bytes.host);
+  }
+  batch.row_sums_at = align_bytes(partial_floats * sizeof(float));
+  batch.packed_at = batch.row_sums_at + align_bytes(row_sum_doubles * sizeof(double));
+  batch.solver_at = batch.packed_at + align_bytes(packed_floats * sizeof(float));
+  batch.scratch_bytes = batch.solver_at + align_bytes(batch.solver_bytes);
+}
+
+inline std::string describe(const LayerSlot& slot) {
+  return "layer " + std::to_string(slot.layer) + " (R = " + std::to_string(slot.rank) +
+         ", n = " + std::to_string(slot.length) + ")";
+}
+
+inline void add_region(std::size_t& cursor, std::size_t& at, std::size_t bytes) {
+  at = cursor;
+  cursor += align_bytes(bytes);
+}
+}  // namespace detail
+
+/// Plans a RESTART over `inputs` (in the caller's order) with at most `scratch_limit`
+/// bytes of batch scratch. Layers are sorted by (R, dtype, Gram source, lda, n) so equal
+/// shapes sit together; analysis and apply proceed in batches of consecutive slots.
+/// @throws Error when one layer alone needs more scratch than the limit, or R > max_rank.
+inline Plan make_plan(const std::vector<PlanInput>& inputs, std::size_t scratch_limit,
+                      const SolverQuery& solver) {
+  Plan plan;
+  std::vector<std::size_t> order(inputs.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return detail::group_key(inputs[a]) < detail::group_key(inputs[b]);
+  });
+
+  for (std::size_t index : order) {
+    const PlanInput& input = inputs[index];
+    const RankMajorView& view = input.view;
+    if (view.rank < 1 || view.length < 1)
+      throw Error("CUDA backend: layer " + std::to_string(index) + " is empty");
+    if (view.rank > max_rank) {
+      throw Error("CUDA backend: layer " + std::to_string(index) + " has rank axis " +
+                  std::to_string(view.rank) + " > " + std::to_string(max_rank) +
+                  " (largest supported)");
+    }
+    LayerSlot slot;
+    slot.data = input.data;
+    slot.dtype = static_cast<std::int32_t>(input.dtype);
+    slot.rank = static_cast<std::int32_t>(view.rank);
+    slot.length = view.length;
+    slot.rank_stride = view.rank_stride;
+    slot.length_stride = view.length_stride;
+    slot.noise_rank_step = view.noise_rank_step;
+    slot.noise_length_step = view.noise_length_step;
+    slot.chunk_width = gram_chunk_width(view.rank);
+    slot.chunks = static_cast<std::int32_t>(ceil_div(view.length, slot.chunk_width));
+    slot.source = static_cast<std::int32_t>(gram_source(view));
+    slot.layer = static_cast<std::int32_t>(index);
+    const auto rank = static_cast<std::size_t>(view.rank);
+    slot.basis_offset = plan.basis_doubles;
+    slot.vector_offset = plan.vector_doubles;
+    slot.record_offset = plan.record_doubles;
+    plan.basis_doubles += rank * rank;
+    plan.vector_doubles += rank;
+    plan.record_doubles += record_doubles(view.rank);
+    plan.slots.push_back(slot);
+  }
+
+  // Analysis batches: greedy over consecutive slots.
+  std::size_t first = 0;
+  while (first < plan.slots.size()) {
+    AnalysisBatch batch;
+    batch.first_slot = first;
+    batch.slot_count = 1;
+    detail::finish_analysis_batch(plan, batch, solver);
+    if (batch.scratch_bytes > scratch_limit) {
+      throw Error("CUDA backend: " + detail::describe(plan.slots[first]) + " needs " +
+                  std::to_string(batch.scratch_bytes) +
+                  " bytes of analysis scratch, more than the workspace limit of " +
+                  std::to_string(scratch_limit));
+    }
+    // Grow while the scratch fits (data bytes estimated first, then confirmed).
+    std::size_t count = 1;
+    std::size_t data = detail::analysis_data_bytes(plan.slots[first]);
+    while (first + count < plan.slots.size()) {
+      const std::size_t next = detail::analysis_data_bytes(plan.slots[first + count]);
+      if (data + next > scratch_limit)
+        break;
+      data += next;
+      ++count;
+    }
+    // Shrink until the exact layout (alignment, solver workspace) fits.
+    for (;;) {
+      plan.items.resize(batch.first_item);
+      AnalysisBatch trial;
+      trial.first_slot = first;
+      trial.slot_count = count;
+      detail::finish_analysis_batch(plan, trial, solver);
+      if (trial.scratch_bytes <= scratch_limit || count == 1) {
+        batch = std::move(trial);
+        break;
+      }
+      count = std::max<std::size_t>(1, count - std::max<std::size_t>(1, count / 8));
+    }
+    plan.scratch_bytes = std::max(plan.scratch_bytes, batch.scratch_bytes);
+    plan.solver_host_bytes = std::max(plan.solver_host_bytes, batch.solver_host_bytes);
+    plan.analysis_batches.push_back(std::move(batch));
+    first += count;
+  }
+
+  // Apply batches: one fp32 projector (R x R) per slot.
+  first = 0;
+  while (first < plan.slots.size()) {
+    ApplyBatch batch;
+    batch.first_slot = first;
+    std::size_t floats = 0;
+    std::size_t s = first;
+    for (; s < plan.slots.size(); ++s) {
+      const auto rank = static_cast<std::size_t>(plan.slots[s].rank);
+      if (s > first && align_bytes((floats + rank * rank) * sizeof(float)) > scratch_limit)
+        break;
+      plan.slots[s].projector_offset = floats;
+      floats += rank * rank;
+    }
+    batch.slot_count = s - first;
+    batch.scratch_bytes = align_bytes(floats * sizeof(float));
+    if (batch.scratch_bytes > scratch_limit) {
+      throw Error("CUDA backend: " + detail::describe(plan.slots[first]) + " needs " +
+                  std::to_string(batch.scratch_bytes) +
+                  " bytes for its projector, more than the workspace limit of " +
+                  std::to_string(scratch_limit));
+    }
+    for (s = first; s < first + batch.slot_count; ++s) {
+      const LayerSlot& slot = plan.slots[s];
+      const ProjectionShape shape = projection_shape(slot.rank);
+      batch.max_rank = std::max<std::int64_t>(batch.max_rank, slot.rank);
+      if (batch.launches.empty() || batch.launches.back().shape.config != shape.config) {
+        ProjectionLaunch launch;
+        launch.shape = shape;
+        launch.first_tile = plan.tiles.size();
+        batch.launches.push_back(launch);
+      }
+      ProjectionLaunch& launch = batch.launches.back();
+      launch.max_rank = std::max<std::int64_t>(launch.max_rank, slot.rank);
+      const std::int64_t tiles = ceil_div(slot.length, shape.tile_cols);
+      for (std::int64_t t = 0; t < tiles; ++t)
+        plan.tiles.push_back(WorkItem{static_cast<std::int32_t>(s), static_cast<std::int32_t>(t)});
+      launch.tile_count = plan.tiles.size() - launch.first_tile;
+    }
+    plan.scratch_bytes = std::max(plan.scratch_bytes, batch.scratch_bytes);
+    plan.apply_batches.push_back(std::move(batch));
+    first += plan.apply_batches.back().slot_count;
+  }
+
+  // Device layout: tables (uploaded together), per-layer state, scratch.
+  DeviceLayout& at = plan.layout;
+  std::size_t cursor = 0;
+  const std::size_t slot_count = plan.slots.size();
+  detail::add_region(cursor, at.slots, slot_count * sizeof(LayerSlot));
+  detail::add_region(cursor, at.items, plan.items.size() * sizeof(WorkItem));
+  detail::add_region(cursor, at.tiles, plan.tiles.size() * sizeof(WorkItem));
+  detail::add_region(cursor, at.gemm_a, plan.items.size() * sizeof(void*));
+  detail::add_region(cursor, at.gemm_c, plan.items.size() * sizeof(void*));
+  at.tables_end = cursor;
+  detail::add_region(cursor, at.writes, slot_count * sizeof(WriteSlot));
+  detail::add_region(cursor, at.basis, plan.basis_doubles * sizeof(double));
+  detail::add_region(cursor, at.eigenvalues, plan.vector_doubles * sizeof(double));
+  detail::add_region(cursor, at.row_sums, plan.vector_doubles * sizeof(double));
+  detail::add_region(cursor, at.records, plan.record_doubles * sizeof(double));
+  detail::add_region(cursor, at.flags, slot_count * sizeof(int));
+  detail::add_region(cursor, at.infos, slot_count * sizeof(int));
+  detail::add_region(cursor, at.scratch, plan.scratch_bytes);
+  at.total = cursor;
+  return plan;
+}
+
+}  // namespace aclora::backends::cuda

@@ -1,0 +1,162 @@
+/// @file runtime.cuh
+/// @brief CUDA runtime plumbing of the backend: status checks that raise aclora::Error,
+/// owning device and pinned host buffers, and the cuBLAS / cuSOLVER handles.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+
+#include "aclora/error.hpp"
+
+namespace aclora::backends::cuda {
+
+/// Throws aclora::Error naming `what` when a CUDA runtime call failed.
+inline void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    throw Error(std::string("CUDA backend: ") + what + " failed: " + cudaGetErrorName(status) +
+                " (" + cudaGetErrorString(status) + ")");
+  }
+}
+
+/// Throws aclora::Error naming `what` when a cuBLAS call failed.
+inline void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    throw Error(std::string("CUDA backend: ") + what + " failed: " + cublasGetStatusString(status));
+  }
+}
+
+/// Throws aclora::Error naming `what` when a cuSOLVER call failed.
+inline void check_cusolver(cusolverStatus_t status, const char* what) {
+  if (status != CUSOLVER_STATUS_SUCCESS) {
+    throw Error(std::string("CUDA backend: ") + what + " failed with cusolverStatus_t " +
+                std::to_string(static_cast<int>(status)));
+  }
+}
+
+/// An owning device allocation that only grows (contents are not kept on growth).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~DeviceBuffer() { release(); }
+
+  /// Makes room for `bytes` (at least); throws aclora::Error when the device is out of memory.
+  void reserve(std::size_t bytes) {
+    if (bytes <= size_)
+      return;
+    release();
+    void* data = nullptr;
+    check_cuda(cudaMalloc(&data, bytes), "cudaMalloc of the workspace");
+    data_ = static_cast<unsigned char*>(data);
+    size_ = bytes;
+  }
+  unsigned char* data() const { return data_; }  ///< first byte
+  std::size_t size() const { return size_; }     ///< capacity in bytes
+
+ private:
+  void release() noexcept {
+    if (data_ != nullptr)
+      cudaFree(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// An owning page-locked host allocation that only grows.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~PinnedBuffer() { release(); }
+
+  /// Makes room for `bytes` (at least).
+  void reserve(std::size_t bytes) {
+    if (bytes <= size_)
+      return;
+    release();
+    void* data = nullptr;
+    check_cuda(cudaMallocHost(&data, bytes), "cudaMallocHost of the staging buffer");
+    data_ = static_cast<unsigned char*>(data);
+    size_ = bytes;
+  }
+  unsigned char* data() const { return data_; }  ///< first byte
+  std::size_t size() const { return size_; }     ///< capacity in bytes
+
+ private:
+  void release() noexcept {
+    if (data_ != nullptr)
+      cudaFreeHost(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// cuBLAS and cuSOLVER handles bound to one stream, created on first use.
+class Handles {
+ public:
+  Handles() = default;
+  Handles(const Handles&) = delete;
+  Handles& operator=(const Handles&) = delete;
+  ~Handles() {
+    if (syevj_ != nullptr)
+      cusolverDnDestroySyevjInfo(syevj_);
+    if (params_ != nullptr)
+      cusolverDnDestroyParams(params_);
+    if (solver_ != nullptr)
+      cusolverDnDestroy(solver_);
+    if (blas_ != nullptr)
+      cublasDestroy(blas_);
+  }
+
+  /// Creates the handles (once) and binds them to `stream`.
+  void bind(cudaStream_t stream) {
+    if (blas_ == nullptr)
+      check_cublas(cublasCreate(&blas_), "cublasCreate");
+    if (solver_ == nullptr)
+      check_cusolver(cusolverDnCreate(&solver_), "cusolverDnCreate");
+    if (params_ == nullptr)
+      check_cusolver(cusolverDnCreateParams(&params_), "cusolverDnCreateParams");
+    if (syevj_ == nullptr)
+      check_cusolver(cusolverDnCreateSyevjInfo(&syevj_), "cusolverDnCreateSyevjInfo");
+    check_cublas(cublasSetStream(blas_, stream), "cublasSetStream");
+    check_cusolver(cusolverDnSetStream(solver_, stream), "cusolverDnSetStream");
+  }
+
+  cublasHandle_t blas() const { return blas_; }          ///< cuBLAS handle
+  cusolverDnHandle_t solver() const { return solver_; }  ///< cuSOLVER dense handle
+  cusolverDnParams_t params() const { return params_; }  ///< 64-bit API parameters
+  syevjInfo_t syevj() const { return syevj_; }           ///< Jacobi solver settings
+
+ private:
+  cublasHandle_t blas_ = nullptr;
+  cusolverDnHandle_t solver_ = nullptr;
+  cusolverDnParams_t params_ = nullptr;
+  syevjInfo_t syevj_ = nullptr;
+};
+
+}  // namespace aclora::backends::cuda
