@@ -231,6 +231,7 @@ TEST(SafetensorsReader, RejectsBadJsonHeader) {
   EXPECT_CONTAINS(reader_error("{\"\xFF\":1}", 0), "invalid UTF-8");
   EXPECT_CONTAINS(reader_error("[1,2]", 0), "bad.st: header is a JSON array, not an object");
   EXPECT_CONTAINS(reader_error("\"x\"", 0), "header is a JSON string, not an object");
+  EXPECT_CONTAINS(reader_error("  {}    ", 0), "header has whitespace before its opening '{'");
   EXPECT_CONTAINS(reader_error(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                                R"("a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
                                2),

@@ -70,6 +70,10 @@ class HeaderValidator {
     if (!header.is_object()) {
       fail("header is a JSON " + std::string(json::kind_name(header.kind())) + ", not an object");
     }
+    if (text.front() != '{') {
+      // The reference implementation requires this too; writers never add it.
+      fail("header has whitespace before its opening '{'");
+    }
     std::vector<RawEntry> entries;
     for (const auto& [key, value] : header.as_object()) {
       if (key == kMetadataKey) {
