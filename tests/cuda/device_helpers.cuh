@@ -1,0 +1,241 @@
+// Test helpers for the CUDA backend: GPU detection, planted matrices with a known SVD,
+// and device matrices in any storage type and layout.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aclora/backends/cuda.cuh"
+
+namespace aclora::cuda_test {
+
+namespace cu = aclora::backends::cuda;
+
+/// True when a CUDA device can run kernels here.
+inline bool gpu_available() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+#define ACLORA_REQUIRE_GPU()                                 \
+  do {                                                       \
+    if (!::aclora::cuda_test::gpu_available())               \
+      GTEST_SKIP() << "no CUDA device: device test skipped"; \
+  } while (0)
+
+/// X = sum_k d_k u_k v_k^T (R x n, row-major doubles) with orthonormal u_k, v_k and
+/// d_k = scale * 0.7^k for k < planted: exact SVD known.
+struct Planted {
+  std::int64_t rank = 0, length = 0;
+  std::vector<double> d;                  // planted singular values
+  std::vector<std::vector<double>> u, v;  // orthonormal directions
+  std::vector<double> x;                  // R x n row-major
+
+  /// The rank-K truncation X_K (row-major R x n).
+  std::vector<double> truncated(std::size_t kept) const {
+    std::vector<double> out(static_cast<std::size_t>(rank * length), 0.0);
+    for (std::size_t k = 0; k < kept && k < d.size(); ++k)
+      for (std::int64_t r = 0; r < rank; ++r)
+        for (std::int64_t c = 0; c < length; ++c)
+          out[r * length + c] += d[k] * u[k][r] * v[k][c];
+    return out;
+  }
+  /// P = U_K U_K^T (R x R row-major).
+  std::vector<double> projector(std::size_t kept) const {
+    std::vector<double> p(static_cast<std::size_t>(rank * rank), 0.0);
+    for (std::size_t k = 0; k < kept && k < u.size(); ++k)
+      for (std::int64_t i = 0; i < rank; ++i)
+        for (std::int64_t j = 0; j < rank; ++j)
+          p[i * rank + j] += u[k][i] * u[k][j];
+    return p;
+  }
+};
+
+inline std::vector<std::vector<double>> orthonormal(std::size_t count, std::int64_t dim,
+                                                    std::mt19937_64& gen) {
+  std::normal_distribution<double> normal;
+  std::vector<std::vector<double>> basis;
+  while (basis.size() < count) {
+    std::vector<double> x(static_cast<std::size_t>(dim));
+    for (double& e : x)
+      e = normal(gen);
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const auto& b : basis) {
+        double dot = 0.0;
+        for (std::int64_t i = 0; i < dim; ++i)
+          dot += b[i] * x[i];
+        for (std::int64_t i = 0; i < dim; ++i)
+          x[i] -= dot * b[i];
+      }
+    }
+    double norm = 0.0;
+    for (double e : x)
+      norm += e * e;
+    norm = std::sqrt(norm);
+    for (double& e : x)
+      e /= norm;
+    basis.push_back(std::move(x));
+  }
+  return basis;
+}
+
+inline Planted planted(std::int64_t rank, std::int64_t length, std::uint64_t seed,
+                       double scale = 1.0) {
+  std::mt19937_64 gen(seed);
+  Planted p;
+  p.rank = rank;
+  p.length = length;
+  const std::size_t count = static_cast<std::size_t>(std::min(rank, length));
+  p.u = orthonormal(count, rank, gen);
+  p.v = orthonormal(count, length, gen);
+  for (std::size_t k = 0; k < count; ++k)
+    p.d.push_back(scale * std::pow(0.7, static_cast<double>(k)));
+  p.x = p.truncated(count);
+  return p;
+}
+
+/// Memory layouts of the tests' device matrices.
+enum class Layout { row_major, col_major, padded, strided };
+
+inline const char* layout_name(Layout layout) {
+  switch (layout) {
+    case Layout::row_major:
+      return "row_major";
+    case Layout::col_major:
+      return "col_major";
+    case Layout::padded:
+      return "padded";
+    default:
+      return "strided";
+  }
+}
+
+/// A rows x cols matrix in device memory (owning), filled from row-major doubles.
+class DeviceMatrixHolder {
+ public:
+  DeviceMatrixHolder(const std::vector<double>& values, std::int64_t rows, std::int64_t cols,
+                     cu::DType dtype, Layout layout)
+      : rows_(rows), cols_(cols), dtype_(dtype) {
+    switch (layout) {
+      case Layout::row_major:
+        row_stride_ = cols, col_stride_ = 1, elements_ = rows * cols;
+        break;
+      case Layout::col_major:
+        row_stride_ = 1, col_stride_ = rows, elements_ = rows * cols;
+        break;
+      case Layout::padded:
+        row_stride_ = cols + 3, col_stride_ = 1, elements_ = rows * (cols + 3);
+        break;
+      case Layout::strided:
+        row_stride_ = 2, col_stride_ = 2 * rows + 1, elements_ = cols * (2 * rows + 1);
+        break;
+    }
+    bytes_ = static_cast<std::size_t>(elements_) * cu::dtype_bytes(dtype);
+    EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
+    std::vector<double> full(static_cast<std::size_t>(elements_), 7.25);  // sentinel padding
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j)
+        full[i * row_stride_ + j * col_stride_] = values[i * cols + j];
+    upload(full);
+  }
+  DeviceMatrixHolder(const DeviceMatrixHolder&) = delete;
+  DeviceMatrixHolder& operator=(const DeviceMatrixHolder&) = delete;
+  ~DeviceMatrixHolder() { cudaFree(data_); }
+
+  cu::DeviceMatrix view() const {
+    return cu::DeviceMatrix(data_, dtype_, rows_, cols_, row_stride_, col_stride_);
+  }
+  /// Current values, row-major doubles.
+  std::vector<double> read() const {
+    const std::vector<double> full = download();
+    std::vector<double> out(static_cast<std::size_t>(rows_ * cols_));
+    for (std::int64_t i = 0; i < rows_; ++i)
+      for (std::int64_t j = 0; j < cols_; ++j)
+        out[i * cols_ + j] = full[i * row_stride_ + j * col_stride_];
+    return out;
+  }
+  /// Every storage byte (padding included).
+  std::vector<unsigned char> bytes() const {
+    std::vector<unsigned char> out(bytes_);
+    EXPECT_EQ(cudaMemcpy(out.data(), data_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+    return out;
+  }
+  /// Overwrites entry (i, j) (e.g. with NaN).
+  void set(std::int64_t i, std::int64_t j, double value) {
+    std::vector<double> full = download();
+    full[i * row_stride_ + j * col_stride_] = value;
+    upload(full);
+  }
+
+ private:
+  void upload(const std::vector<double>& full) {
+    std::vector<unsigned char> host(bytes_);
+    for (std::size_t e = 0; e < full.size(); ++e) {
+      const float f = static_cast<float>(full[e]);
+      if (dtype_ == cu::DType::f32)
+        reinterpret_cast<float*>(host.data())[e] = f;
+      else if (dtype_ == cu::DType::f16)
+        reinterpret_cast<__half*>(host.data())[e] = __float2half_rn(f);
+      else
+        reinterpret_cast<__nv_bfloat16*>(host.data())[e] = __float2bfloat16_rn(f);
+    }
+    EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  std::vector<double> download() const {
+    std::vector<unsigned char> host = bytes();
+    std::vector<double> full(static_cast<std::size_t>(elements_));
+    for (std::size_t e = 0; e < full.size(); ++e) {
+      if (dtype_ == cu::DType::f32)
+        full[e] = reinterpret_cast<const float*>(host.data())[e];
+      else if (dtype_ == cu::DType::f16)
+        full[e] = __half2float(reinterpret_cast<const __half*>(host.data())[e]);
+      else
+        full[e] = __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(host.data())[e]);
+    }
+    return full;
+  }
+
+  std::int64_t rows_, cols_;
+  cu::DType dtype_;
+  std::int64_t row_stride_ = 0, col_stride_ = 0, elements_ = 0;
+  std::size_t bytes_ = 0;
+  void* data_ = nullptr;
+};
+
+/// Row-major matrix values of a planted rank-major X for a layer with the given axis:
+/// X itself (rows axis) or X^T (cols axis).
+inline std::vector<double> as_matrix(const std::vector<double>& x, std::int64_t rank,
+                                     std::int64_t length, RankAxis axis) {
+  if (axis == RankAxis::rows)
+    return x;
+  std::vector<double> t(x.size());
+  for (std::int64_t r = 0; r < rank; ++r)
+    for (std::int64_t c = 0; c < length; ++c)
+      t[c * rank + r] = x[r * length + c];
+  return t;
+}
+
+/// max |a - b| / max |b|.
+inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  double diff = 0.0, norm = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+    norm = std::max(norm, std::abs(b[i]));
+  }
+  return norm > 0.0 ? diff / norm : diff;
+}
+
+}  // namespace aclora::cuda_test
