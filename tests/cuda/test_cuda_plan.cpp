@@ -207,6 +207,22 @@ TEST(CudaPlan, BatchesRespectTheWorkspaceLimit) {
   EXPECT_LE(plan.scratch_bytes, limit);
 }
 
+// Eigen runs respect cuSOLVER's 32-bit bound n * lda * batch <= 2^31 - 1.
+TEST(CudaPlan, EigenRunsStayWithinSolverIndexing) {
+  std::vector<cu::PlanInput> inputs;
+  for (int i = 0; i < 2100; ++i)
+    inputs.push_back(input(1024, 1, RankAxis::rows));
+  const cu::Plan plan = cu::make_plan(inputs, std::size_t{64} << 30, fake_solver);
+  std::size_t covered = 0;
+  for (const auto& batch : plan.analysis_batches) {
+    for (const auto& run : batch.eigen_runs) {
+      EXPECT_LE(run.count * 1024u * 1024u, cu::max_eigen_batch_entries);
+      covered += run.count;
+    }
+  }
+  EXPECT_EQ(covered, inputs.size());
+}
+
 // A layer whose own scratch exceeds the limit is an error, naming the layer.
 TEST(CudaPlan, LayerLargerThanLimitIsAnError) {
   const std::vector<cu::PlanInput> inputs = {input(64, 4096, RankAxis::rows)};

@@ -212,6 +212,9 @@ struct EigenRun {
   std::size_t count = 0;
 };
 
+/// Largest R * R * count of one batched eigen-solve (cuSOLVER's 32-bit indexing).
+inline constexpr std::size_t max_eigen_batch_entries = 2147483647;
+
 /// Solver workspace (device and host bytes) for `count` matrices of rank R.
 struct SolverBytes {
   std::size_t device = 0;
@@ -338,7 +341,10 @@ inline void finish_analysis_batch(Plan& plan, AnalysisBatch& batch, const Solver
              static_cast<std::int32_t>(depth), lda}]
           .push_back(WorkItem{static_cast<std::int32_t>(s), chunk});
     }
-    if (batch.eigen_runs.empty() || batch.eigen_runs.back().rank != slot.rank)
+    // cusolverDnXsyevBatched needs n * lda * batch <= 2^31 - 1: long runs are split.
+    const std::size_t run_limit = std::max<std::size_t>(1, max_eigen_batch_entries / (rank * rank));
+    if (batch.eigen_runs.empty() || batch.eigen_runs.back().rank != slot.rank ||
+        batch.eigen_runs.back().count >= run_limit)
       batch.eigen_runs.push_back(EigenRun{slot.rank, s, 0});
     ++batch.eigen_runs.back().count;
   }
