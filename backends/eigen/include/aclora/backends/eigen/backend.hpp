@@ -13,6 +13,7 @@
 #include "aclora/backends/eigen/apply.hpp"
 #include "aclora/backends/eigen/matrix.hpp"
 #include "aclora/backends/eigen/parallel.hpp"
+#include "aclora/error.hpp"
 #include "aclora/layer.hpp"
 
 namespace aclora::backends {
@@ -33,8 +34,12 @@ class Eigen {
   };
 
   Eigen() = default;
-  /// A backend with the given settings.
-  explicit Eigen(Options options) : options_(options) {}
+  /// A backend with the given settings. @throws Error when panel_width < 1.
+  explicit Eigen(Options options) : options_(options) {
+    if (options_.panel_width < 1)
+      throw Error("Eigen backend: panel_width must be >= 1, got " +
+                  std::to_string(options_.panel_width));
+  }
 
   /// The settings.
   const Options& options() const { return options_; }

@@ -1,0 +1,130 @@
+// The noise generator: Philox-4x32-10 against the Random123 known-answer vectors, the
+// Gaussian transform's moments, and the keys that separate noise streams.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <set>
+
+#include "aclora/noise.hpp"
+#include "aclora/philox.hpp"
+
+namespace {
+
+using aclora::PhiloxBlock;
+
+void expect_block(PhiloxBlock actual, PhiloxBlock expected) {
+  for (int w = 0; w < 4; ++w)
+    EXPECT_EQ(actual.word[w], expected.word[w]) << "word " << w;
+}
+
+// philox4x32_10 with counter and key all zeros (Random123 kat_vectors).
+TEST(Philox, KnownAnswerZeros) {
+  expect_block(aclora::philox4x32_10(PhiloxBlock{{0, 0, 0, 0}}, 0, 0),
+               PhiloxBlock{{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}});
+}
+
+// philox4x32_10 with counter and key all ones (0xffffffff).
+TEST(Philox, KnownAnswerOnes) {
+  const std::uint32_t ones = 0xffffffffu;
+  expect_block(aclora::philox4x32_10(PhiloxBlock{{ones, ones, ones, ones}}, ones, ones),
+               PhiloxBlock{{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}});
+}
+
+// philox4x32_10 with the pi-digits counter and key.
+TEST(Philox, KnownAnswerPiDigits) {
+  expect_block(aclora::philox4x32_10(PhiloxBlock{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}},
+                                     0xa4093822, 0x299f31d0),
+               PhiloxBlock{{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}});
+}
+
+// Mean, variance, skewness and kurtosis of 1e6 draws of gaussian_at match N(0, 1)
+// (bounds are about 5 standard errors).
+template <class Real>
+void expect_standard_normal_moments() {
+  const aclora::NoiseKey key{0x1234567890abcdefull, aclora::noise_key(7, 3, 11, 1).stream};
+  constexpr int draws = 1000000;
+  double m1 = 0, m2 = 0, m3 = 0, m4 = 0;
+  for (int i = 0; i < draws; ++i) {
+    const double z = static_cast<double>(aclora::gaussian_at<Real>(key, i));
+    ASSERT_TRUE(std::isfinite(z));
+    m1 += z;
+    m2 += z * z;
+    m3 += z * z * z;
+    m4 += z * z * z * z;
+  }
+  m1 /= draws;
+  m2 /= draws;
+  m3 /= draws;
+  m4 /= draws;
+  EXPECT_NEAR(m1, 0.0, 0.005);
+  EXPECT_NEAR(m2, 1.0, 0.007);
+  EXPECT_NEAR(m3, 0.0, 0.02);
+  EXPECT_NEAR(m4, 3.0, 0.05);
+}
+
+TEST(Gaussian, MomentsOfAMillionDoubleDraws) {
+  expect_standard_normal_moments<double>();
+}
+TEST(Gaussian, MomentsOfAMillionFloatDraws) {
+  expect_standard_normal_moments<float>();
+}
+
+// gaussian_at(index) is lane index % 4 of block index / 4, so any thread can produce any
+// entry; float and double transforms of the same bits agree to float precision.
+TEST(Gaussian, DrawIndexMapsToBlockAndLane) {
+  const aclora::NoiseKey key{42, 99};
+  for (std::uint64_t block : {0ull, 1ull, 12345ull, (1ull << 33) + 5}) {
+    double values[4];
+    float single[4];
+    aclora::gaussian_block<double>(key, block, values);
+    aclora::gaussian_block<float>(key, block, single);
+    for (std::uint64_t lane = 0; lane < 4; ++lane) {
+      EXPECT_EQ(aclora::gaussian_at<double>(key, 4 * block + lane), values[lane]);
+      EXPECT_NEAR(single[lane], values[lane], 1e-4 * (1.0 + std::abs(values[lane])));
+    }
+  }
+}
+
+// The extreme inputs of Box-Muller (first word 0 or all ones) give finite draws.
+TEST(Gaussian, BoxMullerIsFiniteAtExtremes) {
+  for (std::uint32_t first : {0u, 1u, 0xffffffffu}) {
+    for (std::uint32_t second : {0u, 0x80000000u, 0xffffffffu}) {
+      double z0, z1;
+      aclora::box_muller<double>(first, second, z0, z1);
+      EXPECT_TRUE(std::isfinite(z0) && std::isfinite(z1));
+      float f0, f1;
+      aclora::box_muller<float>(first, second, f0, f1);
+      EXPECT_TRUE(std::isfinite(f0) && std::isfinite(f1));
+    }
+  }
+}
+
+// Every part of a noise key (seed, restart number, module identity, layer) changes
+// the stream or the key: 2 x 3 x 3 x 2 combinations give 36 distinct keys.
+TEST(NoiseKey, EveryPartSeparatesStreams) {
+  std::set<std::pair<std::uint64_t, std::uint64_t>> keys;
+  for (std::uint64_t seed : {0ull, 1ull}) {
+    for (std::uint64_t restart : {0ull, 1ull, 2ull}) {
+      for (std::uint64_t module : {aclora::module_identity("a", 0), aclora::module_identity("b", 0),
+                                   aclora::module_identity("", 0)}) {
+        for (std::size_t layer : {0u, 1u}) {
+          const auto key = aclora::noise_key(seed, restart, module, layer);
+          keys.insert({key.seed, key.stream});
+        }
+      }
+    }
+  }
+  EXPECT_EQ(keys.size(), 36u);
+}
+
+// A named module's identity ignores its position; an unnamed one's is its position.
+TEST(NoiseKey, NamedModulesIgnorePositionUnnamedUseIt) {
+  EXPECT_EQ(aclora::module_identity("unet.up.0.attn1.to_q", 0),
+            aclora::module_identity("unet.up.0.attn1.to_q", 17));
+  EXPECT_NE(aclora::module_identity("to_q", 0), aclora::module_identity("to_k", 0));
+  EXPECT_NE(aclora::module_identity("", 0), aclora::module_identity("", 1));
+  EXPECT_EQ(aclora::module_identity("", 5), aclora::module_identity("", 5));
+}
+
+}  // namespace

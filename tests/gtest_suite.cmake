@@ -1,0 +1,27 @@
+# aclora_add_gtest_suite(<name> SOURCES <files...> LIBRARIES <targets...>)
+#
+# Adds the GoogleTest executable <name>, registered with ctest (discovered at test
+# time), and, with GCC or Clang, a twin <name>_asan built with AddressSanitizer and
+# UndefinedBehaviorSanitizer whose tests carry the ctest label "sanitize" and the
+# prefix "asan." (run them alone with `ctest -L sanitize`).
+include_guard(GLOBAL)
+
+option(ACLORA_SANITIZED_TESTS "Also build the *_asan test executables (GCC/Clang)" ON)
+
+function(aclora_add_gtest_suite name)
+  cmake_parse_arguments(PARSE_ARGV 1 suite "" "" "SOURCES;LIBRARIES")
+  add_executable(${name} ${suite_SOURCES})
+  target_link_libraries(${name} PRIVATE ${suite_LIBRARIES} GTest::gtest_main)
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST)
+
+  if(NOT ACLORA_SANITIZED_TESTS OR NOT CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    return()
+  endif()
+  set(sanitizers -fsanitize=address,undefined -fno-sanitize-recover=all)
+  add_executable(${name}_asan ${suite_SOURCES})
+  target_link_libraries(${name}_asan PRIVATE ${suite_LIBRARIES} GTest::gtest_main)
+  target_compile_options(${name}_asan PRIVATE ${sanitizers} -fno-omit-frame-pointer)
+  target_link_options(${name}_asan PRIVATE ${sanitizers})
+  gtest_discover_tests(${name}_asan DISCOVERY_MODE PRE_TEST TEST_PREFIX "asan."
+                       PROPERTIES LABELS sanitize)
+endfunction()
