@@ -248,6 +248,16 @@ inline std::optional<std::string> unet_ldm_to_diffusers(std::string_view ldm) {
       return simple("conv_out", 2);
     return std::nullopt;
   }
+  if (p.size() >= 3 && p[0] == "input_blocks" && p[1] == "0")
+    return p[2] == "0" ? std::optional(detail::with_rest("conv_in", p, 3)) : std::nullopt;
+  if (p[0] == "middle_block" && p.size() >= 3) {
+    const auto n = to_index(p[1]);
+    if (n && (*n == 0 || *n == 2))
+      return detail::resnet_path("mid_block.resnets." + std::to_string(*n / 2), p, 2, true);
+    if (n && *n == 1)
+      return detail::with_rest("mid_block.attentions.0", p, 2);
+    return std::nullopt;
+  }
   if (p.size() < 4)
     return std::nullopt;
   const auto block = to_index(p[1]);
@@ -271,13 +281,6 @@ inline std::optional<std::string> unet_ldm_to_diffusers(std::string_view ldm) {
       return detail::resnet_path(down + ".resnets." + std::to_string(j), p, 3, true);
     if (k == 1)
       return detail::with_rest(down + ".attentions." + std::to_string(j), p, 3);
-    return std::nullopt;
-  }
-  if (p[0] == "middle_block") {
-    if (n == 0 || n == 2)
-      return detail::resnet_path("mid_block.resnets." + std::to_string(n / 2), p, 2, true);
-    if (n == 1)
-      return detail::with_rest("mid_block.attentions.0", p, 2);
     return std::nullopt;
   }
   if (p[0] == "output_blocks") {
@@ -360,6 +363,9 @@ inline std::optional<std::string> unet_diffusers_to_ldm(std::string_view diffuse
 /// has no LDM equivalent.
 inline std::optional<std::string> kohya_name(Component component, std::string_view path) {
   std::string tree(path);
+  // transformers 5 dropped CLIPTextModel's text_model level; kohya names keep it.
+  if (component != Component::unet && tree.rfind("encoder.", 0) == 0)
+    tree = "text_model." + tree;
   if (component == Component::unet) {
     const auto ldm = unet_diffusers_to_ldm(path);
     if (!ldm)
