@@ -1,0 +1,69 @@
+/// @file pipeline.hpp
+/// @brief Text-to-image sampling with the loaded SDXL models: prompt conditioning,
+/// seeded initial noise, Euler steps with classifier-free guidance, VAE decoding.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "sdxl/checkpoint.hpp"
+#include "sdxl/conditioning.hpp"
+#include "sdxl/sampler.hpp"
+#include "sdxl/tokenizer.hpp"
+
+namespace sdxl {
+
+/// Where the models and tokenizers come from, and in which precision they run.
+struct PipelineOptions {
+  LoadOptions load;  ///< dtype, device, fp16 variant, config folder for single files
+  /// A diffusers folder holding tokenizer/ and tokenizer_2/, or a CLIP
+  /// bpe_simple_vocab_16e6.txt.gz. Default: the model folder, else load.config_folder.
+  std::optional<std::filesystem::path> tokenizer;
+};
+
+/// One sampling request.
+struct SampleOptions {
+  std::string prompt;
+  std::optional<std::string> negative;  ///< none: all-zero negative conditioning
+  int steps = 30;
+  double guidance = 5.0;   ///< classifier-free guidance; <= 1 runs the conditional pass only
+  std::uint64_t seed = 0;  ///< the initial noise: same seed, same image
+  std::int64_t height = 1024;
+  std::int64_t width = 1024;
+};
+
+/// The SDXL text-to-image pipeline.
+class SdxlPipeline {
+ public:
+  /// Loads a diffusers folder or a single-file checkpoint and the two tokenizers.
+  /// @throws WeightLoadError, TokenizerError or std::runtime_error naming the file.
+  static SdxlPipeline load(const std::filesystem::path& model, const PipelineOptions& options);
+
+  /// A pipeline over already loaded parts (all four models must be present).
+  SdxlPipeline(SdxlModels models, std::shared_ptr<const ClipTokenizer> tokenizer_1,
+               std::shared_ptr<const ClipTokenizer> tokenizer_2);
+
+  /// Unit-variance initial noise [1, 4, height / 8, width / 8], drawn on the CPU from
+  /// `seed` in fp32 (so it does not depend on the device).
+  /// @throws std::invalid_argument when the size is not a positive multiple of 8.
+  torch::Tensor initial_noise(const SampleOptions& request) const;
+
+  /// Runs the sampler from `noise` and returns the final latents (fp32, scaled space).
+  torch::Tensor sample_latents(const SampleOptions& request, const torch::Tensor& noise,
+                               const StepCallback& on_step = {});
+
+  /// Decodes scaled latents into images [B, 3, H, W] in about [-1, 1] (fp32, CPU).
+  torch::Tensor decode(const torch::Tensor& latents);
+
+  /// The models (to apply LoRAs, say).
+  SdxlModels& models() { return models_; }
+
+ private:
+  SdxlModels models_;
+  SdxlTextConditioner conditioner_;
+};
+
+}  // namespace sdxl
