@@ -60,15 +60,17 @@ SdxlPipeline::SdxlPipeline(SdxlModels models, std::shared_ptr<const ClipTokenize
       conditioner_(make_conditioner(models_, std::move(tokenizer_1), std::move(tokenizer_2))) {}
 
 torch::Tensor SdxlPipeline::initial_noise(const SampleOptions& request) const {
-  if (request.height <= 0 || request.width <= 0 || request.height % 8 != 0 ||
-      request.width % 8 != 0) {
-    throw std::invalid_argument("image size must be a positive multiple of 8, got " +
-                                std::to_string(request.width) + "x" +
-                                std::to_string(request.height));
+  // Each VAE level but the last halves the resolution: 8 for SDXL (4 levels).
+  const int64_t factor = int64_t{1} << (models_.vae->config().block_out_channels.size() - 1);
+  if (request.height <= 0 || request.width <= 0 || request.height % factor != 0 ||
+      request.width % factor != 0) {
+    throw std::invalid_argument("image size must be a positive multiple of " +
+                                std::to_string(factor) + ", got " + std::to_string(request.width) +
+                                "x" + std::to_string(request.height));
   }
   auto generator = at::detail::createCPUGenerator(request.seed);
   const int64_t channels = models_.unet->config().in_channels;
-  return torch::randn({1, channels, request.height / 8, request.width / 8}, generator,
+  return torch::randn({1, channels, request.height / factor, request.width / factor}, generator,
                       torch::TensorOptions().dtype(torch::kFloat32));
 }
 

@@ -46,9 +46,10 @@ class SdxlPipeline {
   SdxlPipeline(SdxlModels models, std::shared_ptr<const ClipTokenizer> tokenizer_1,
                std::shared_ptr<const ClipTokenizer> tokenizer_2);
 
-  /// Unit-variance initial noise [1, 4, height / 8, width / 8], drawn on the CPU from
-  /// `seed` in fp32 (so it does not depend on the device).
-  /// @throws std::invalid_argument when the size is not a positive multiple of 8.
+  /// Unit-variance initial noise [1, 4, height / f, width / f] (f = the VAE's
+  /// downscale factor, 8 for SDXL), drawn on the CPU from `seed` in fp32 (so it does
+  /// not depend on the device).
+  /// @throws std::invalid_argument when the size is not a positive multiple of f.
   torch::Tensor initial_noise(const SampleOptions& request) const;
 
   /// Runs the sampler from `noise` and returns the final latents (fp32, scaled space).
