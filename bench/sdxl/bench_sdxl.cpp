@@ -1,0 +1,246 @@
+// SDXL whole-model timings with random weights: one UNet forward, one LoRA training
+// step (forward + backward, gradient checkpointing, rank-r LoRA on every Transformer2D
+// linear), and a full sampling run (text encoders, Euler steps with guidance, VAE decode).
+// Prints a table and writes JSON.
+//
+//   bench_sdxl --out results.json [--device cuda] [--dtype bf16] [--size 1024]
+//              [--steps 30] [--rank 64] [--config DIR (diffusers folder: small models)]
+//              --tokenizer bpe_simple_vocab_16e6.txt.gz|DIR
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+// Set by CMake when LibTorch was built with CUDA (the allocator's peak statistics).
+#ifdef ACLORA_HAVE_CUDA_ALLOCATOR_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "sdxl/lora.hpp"
+#include "sdxl/pipeline.hpp"
+
+namespace {
+
+struct Options {
+  std::string out = "bench_sdxl.json";
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int64_t size = 1024;
+  int steps = 30;
+  int64_t rank = 64;
+  std::optional<std::string> config;
+  std::string tokenizer;
+};
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--out")
+      options.out = value;
+    else if (flag == "--device")
+      options.device = value;
+    else if (flag == "--dtype")
+      options.dtype = value;
+    else if (flag == "--size")
+      options.size = std::stoll(value);
+    else if (flag == "--steps")
+      options.steps = std::stoi(value);
+    else if (flag == "--rank")
+      options.rank = std::stoll(value);
+    else if (flag == "--config")
+      options.config = value;
+    else if (flag == "--tokenizer")
+      options.tokenizer = value;
+    else
+      throw std::invalid_argument("unknown option " + flag);
+  }
+  if (options.tokenizer.empty())
+    throw std::invalid_argument("--tokenizer is required");
+  return options;
+}
+
+struct Measurement {
+  double seconds = 0.0;
+  double peak_gib = -1.0;  // -1: not measured (CPU)
+};
+
+void synchronize(const torch::Device& device) {
+  if (device.is_cuda())
+    torch::cuda::synchronize();
+}
+
+// Runs `work` once to warm up, then `repeats` times; returns the median time and the
+// peak device memory of the timed runs.
+Measurement measure(const torch::Device& device, int repeats, const std::function<void()>& work) {
+  work();
+  synchronize(device);
+#ifdef ACLORA_HAVE_CUDA_ALLOCATOR_STATS
+  if (device.is_cuda())
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    work();
+    synchronize(device);
+    times.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  Measurement result{times[times.size() / 2]};
+#ifdef ACLORA_HAVE_CUDA_ALLOCATOR_STATS
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    result.peak_gib = static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1 << 30);
+  }
+#endif
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options options = parse(argc, argv);
+  const torch::Device device(options.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  const torch::Dtype dtype = options.dtype == "bf16"   ? torch::kBFloat16
+                             : options.dtype == "fp16" ? torch::kFloat16
+                                                       : torch::kFloat32;
+  torch::manual_seed(0);
+  const sdxl::BuildOptions build{dtype, device, /*initialize=*/true};
+
+  sdxl::UNetConfig unet_config = sdxl::UNetConfig::sdxl_base();
+  sdxl::VaeConfig vae_config = sdxl::VaeConfig::sdxl_base();
+  sdxl::ClipTextConfig clip_l = sdxl::ClipTextConfig::sdxl_clip_l();
+  sdxl::ClipTextConfig clip_g = sdxl::ClipTextConfig::sdxl_clip_bigg();
+  if (options.config) {
+    const std::filesystem::path folder = *options.config;
+    unet_config = sdxl::UNetConfig::from_json_file(folder / "unet" / "config.json");
+    vae_config = sdxl::VaeConfig::from_json_file(folder / "vae" / "config.json");
+    clip_l = sdxl::ClipTextConfig::from_json_file(folder / "text_encoder" / "config.json");
+    clip_g = sdxl::ClipTextConfig::from_json_file(folder / "text_encoder_2" / "config.json");
+  }
+  sdxl::SdxlModels models;
+  models.unet = sdxl::UNet(unet_config, build);
+  models.vae = sdxl::AutoencoderKL(vae_config, build);
+  models.text_encoder = sdxl::ClipTextModel(clip_l, build);
+  models.text_encoder_2 = sdxl::ClipTextModel(clip_g, build);
+  const int64_t factor = int64_t{1} << (vae_config.block_out_channels.size() - 1);
+  const int64_t latent = options.size / factor;
+  const auto tensor_options = torch::TensorOptions().dtype(dtype).device(device);
+
+  // 1. UNet forward.
+  const torch::Tensor sample =
+      torch::randn({1, unet_config.in_channels, latent, latent}, tensor_options);
+  const torch::Tensor timestep = torch::full({1}, 500.0, tensor_options);
+  const torch::Tensor context =
+      torch::randn({1, 77, unet_config.cross_attention_dim}, tensor_options);
+  const sdxl::AddedConditions added{
+      torch::randn({1, unet_config.pooled_dim()}, tensor_options),
+      sdxl::sdxl_time_ids(options.size, options.size, 0, 0, options.size, options.size)
+          .unsqueeze(0)
+          .to(tensor_options)};
+  models.unet->eval();
+  const Measurement forward = measure(device, 3, [&] {
+    torch::NoGradGuard no_grad;
+    models.unet->forward(sample, timestep, context, added);
+  });
+
+  // 2. LoRA training step: frozen base, rank-r adapters (down Kaiming-uniform, up zero as
+  // kohya initialises them) on every Linear inside the Transformer2D blocks.
+  for (auto& parameter : models.unet->parameters())
+    parameter.set_requires_grad(false);
+  std::vector<torch::Tensor> lora_parameters;
+  int64_t lora_modules = 0;
+  for (const auto& item : models.unet->named_modules()) {
+    auto linear = std::dynamic_pointer_cast<sdxl::LinearImpl>(item.value());
+    if (!linear || item.key().find("attentions.") == std::string::npos)
+      continue;
+    torch::Tensor down = torch::empty({options.rank, linear->in_features}, tensor_options);
+    torch::nn::init::kaiming_uniform_(down, std::sqrt(5.0));
+    torch::Tensor up = torch::zeros({linear->out_features, options.rank}, tensor_options);
+    auto adapter = std::make_shared<sdxl::LoraAdapter>(down, up, 1.0);
+    adapter->down.set_requires_grad(true);
+    adapter->up.set_requires_grad(true);
+    lora_parameters.push_back(adapter->down);
+    lora_parameters.push_back(adapter->up);
+    linear->set_adapter(adapter);
+    ++lora_modules;
+  }
+  models.unet->train();
+  models.unet->set_gradient_checkpointing(true);
+  const torch::Tensor target = torch::randn_like(sample);
+  const Measurement training = measure(device, 3, [&] {
+    const torch::Tensor prediction = models.unet->forward(sample, timestep, context, added);
+    torch::mse_loss(prediction.to(torch::kFloat32), target.to(torch::kFloat32)).backward();
+    for (auto& parameter : lora_parameters)
+      parameter.mutable_grad() = torch::Tensor();
+  });
+  models.unet->set_gradient_checkpointing(false);
+  models.unet->eval();
+  for (const auto& item : models.unet->named_modules()) {
+    if (auto linear = std::dynamic_pointer_cast<sdxl::LinearImpl>(item.value())) {
+      linear->set_adapter(nullptr);
+    }
+  }
+
+  // 3. Sampling: prompt encoding, Euler steps with guidance 5, VAE decode.
+  sdxl::PipelineOptions pipeline_options;
+  pipeline_options.tokenizer = options.tokenizer;
+  std::shared_ptr<const sdxl::ClipTokenizer> tokenizer_1, tokenizer_2;
+  if (std::filesystem::is_directory(options.tokenizer)) {
+    tokenizer_1 = std::make_shared<const sdxl::ClipTokenizer>(sdxl::ClipTokenizer::from_folder(
+        std::filesystem::path(options.tokenizer) / "tokenizer", sdxl::PadToken::kEndOfText));
+    tokenizer_2 = std::make_shared<const sdxl::ClipTokenizer>(sdxl::ClipTokenizer::from_folder(
+        std::filesystem::path(options.tokenizer) / "tokenizer_2", sdxl::PadToken::kExclamation));
+  } else {
+    tokenizer_1 = std::make_shared<const sdxl::ClipTokenizer>(
+        sdxl::ClipTokenizer::from_bpe_gz(options.tokenizer, sdxl::PadToken::kEndOfText));
+    tokenizer_2 = std::make_shared<const sdxl::ClipTokenizer>(
+        sdxl::ClipTokenizer::from_bpe_gz(options.tokenizer, sdxl::PadToken::kExclamation));
+  }
+  sdxl::SdxlPipeline pipeline(models, tokenizer_1, tokenizer_2);
+  sdxl::SampleOptions request;
+  request.prompt = "a watercolor painting of a lighthouse at dawn";
+  request.steps = options.steps;
+  request.height = request.width = options.size;
+  const Measurement sampling = measure(device, 1, [&] {
+    const torch::Tensor latents = pipeline.sample_latents(request, pipeline.initial_noise(request));
+    pipeline.decode(latents);
+  });
+
+  const auto parameters = sdxl::count_parameters(*models.unet);
+  std::printf("SDXL %s %s, %lldx%lld, UNet %lld parameters, LoRA rank %lld on %lld linears\n",
+              options.device.c_str(), options.dtype.c_str(), static_cast<long long>(options.size),
+              static_cast<long long>(options.size), static_cast<long long>(parameters),
+              static_cast<long long>(options.rank), static_cast<long long>(lora_modules));
+  std::printf("%-40s %10s %12s\n", "measurement", "seconds", "peak GiB");
+  const std::vector<std::pair<std::string, Measurement>> rows = {
+      {"unet_forward", forward},
+      {"lora_train_step_checkpointed", training},
+      {"sample_" + std::to_string(options.steps) + "_steps_cfg5_with_decode", sampling}};
+  std::ofstream json(options.out);
+  json << "{\n  \"device\": \"" << options.device << "\", \"dtype\": \"" << options.dtype
+       << "\", \"size\": " << options.size << ", \"lora_rank\": " << options.rank
+       << ", \"lora_modules\": " << lora_modules << ", \"unet_parameters\": " << parameters;
+  for (const auto& [name, value] : rows) {
+    std::printf("%-40s %10.3f %12.2f\n", name.c_str(), value.seconds, value.peak_gib);
+    json << ",\n  \"" << name << "\": {\"seconds\": " << value.seconds
+         << ", \"peak_gib\": " << value.peak_gib << "}";
+  }
+  json << "\n}\n";
+  return json ? 0 : 1;
+} catch (const std::exception& error) {
+  std::string message = error.what();
+  if (const auto newline = message.find('\n'); newline != std::string::npos)
+    message.resize(newline);
+  std::fprintf(stderr, "bench_sdxl: %s\n", message.c_str());
+  return 1;
+}
