@@ -13,6 +13,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
@@ -460,4 +461,111 @@ TEST(SdxlConditioning, ContextPooledAndNegatives) {
   const auto time_ids = sdxl::sdxl_time_ids(1024, 768, 0, 16, 1024, 1024);
   EXPECT_TRUE(torch::equal(time_ids, torch::tensor({1024.f, 768.f, 0.f, 16.f, 1024.f, 1024.f})));
   EXPECT_THROW(sdxl::sdxl_time_ids(0, 768, 0, 0, 1024, 1024), std::invalid_argument);
+}
+
+namespace {
+
+const fs::path kFixtures = fs::path(ACLORA_FIXTURES_DIR) / "sdxl";
+
+torch::Tensor reference(const st::Reader& reader, const std::string& name) {
+  const st::TensorView& view = reader.tensor(name);
+  if (view.dtype == st::Dtype::I64) {
+    const std::vector<double> values = reader.to_f64(name);  // ids are small: exact
+    return torch::tensor(std::vector<int64_t>(values.begin(), values.end())).view(view.shape);
+  }
+  std::vector<float> values = reader.to_f32(name);
+  return torch::from_blob(values.data(), view.shape, torch::kFloat32).clone();
+}
+
+// max |actual - expected| / max |expected|, printed for the record.
+double relative_error(const std::string& name, const torch::Tensor& actual,
+                      const torch::Tensor& expected) {
+  EXPECT_EQ(shape_of(actual), shape_of(expected)) << name;
+  const double scale = expected.abs().max().item<double>();
+  const double err = max_abs_diff(actual, expected) / (scale > 0 ? scale : 1.0);
+  std::cout << "[ relative error ] " << name << " " << err << "\n";
+  return err;
+}
+
+std::vector<std::string> tiny_prompts() {
+  return {"a photo of a cat", "A painting of a squirrel eating a burger"};
+}
+
+}  // namespace
+
+// The tiny diffusers folder (HF names, config.json) reproduces the reference
+// token ids, both encoders' hidden states and pooled outputs, and SDXL's context,
+// pooled and negative embeddings within 1e-4 relative (fp32, CPU).
+TEST(SdxlTextFixtures, TinyFolderMatchesReference) {
+  const auto cond = sdxl::SdxlTextConditioner::from_diffusers_folder(kFixtures / "tiny-sdxl");
+  const auto ref = st::Reader::open(kFixtures / "reference.safetensors");
+  const auto prompts = tiny_prompts();
+  const torch::Tensor ids1 = cond.token_ids(0, prompts);
+  const torch::Tensor ids2 = cond.token_ids(1, prompts);
+  ASSERT_TRUE(torch::equal(ids1, reference(ref, "text_encoder.input_ids")));
+  ASSERT_TRUE(torch::equal(ids2, reference(ref, "text_encoder_2.input_ids")));
+
+  torch::NoGradGuard no_grad;
+  const auto out1 = cond.encoder(0)->forward(ids1);
+  const auto out2 = cond.encoder(1)->forward(ids2);
+  const double tol = 1e-4;
+  EXPECT_LT(relative_error("text_encoder.penultimate_hidden", out1.penultimate,
+                           reference(ref, "text_encoder.penultimate_hidden")),
+            tol);
+  EXPECT_LT(relative_error("text_encoder.last_hidden_state", out1.last_hidden,
+                           reference(ref, "text_encoder.last_hidden_state")),
+            tol);
+  EXPECT_LT(
+      relative_error("text_encoder.pooled", out1.pooled, reference(ref, "text_encoder.pooled")),
+      tol);
+  EXPECT_LT(relative_error("text_encoder_2.penultimate_hidden", out2.penultimate,
+                           reference(ref, "text_encoder_2.penultimate_hidden")),
+            tol);
+  EXPECT_LT(relative_error("text_encoder_2.last_hidden_state", out2.last_hidden,
+                           reference(ref, "text_encoder_2.last_hidden_state")),
+            tol);
+  EXPECT_LT(relative_error("text_encoder_2.pooled_projected", out2.text_embeds,
+                           reference(ref, "text_encoder_2.pooled_projected")),
+            tol);
+
+  const auto emb = cond.encode(prompts);
+  EXPECT_LT(relative_error("sdxl.context", emb.context, reference(ref, "sdxl.context")), tol);
+  EXPECT_LT(relative_error("sdxl.pooled", emb.pooled, reference(ref, "sdxl.pooled")), tol);
+  const auto zero = cond.encode_negative(std::nullopt, 2);
+  EXPECT_TRUE(torch::equal(zero.context, reference(ref, "sdxl.negative_context_zero")));
+  EXPECT_TRUE(torch::equal(zero.pooled, reference(ref, "sdxl.negative_pooled_zero")));
+  const auto empty = cond.encode_negative(std::vector<std::string>{""}, 2);
+  EXPECT_LT(relative_error("sdxl.negative_context_empty_string", empty.context,
+                           reference(ref, "sdxl.negative_context_empty_string")),
+            tol);
+  EXPECT_LT(relative_error("sdxl.negative_pooled_empty_string", empty.pooled,
+                           reference(ref, "sdxl.negative_pooled_empty_string")),
+            tol);
+}
+
+// The single-file checkpoint (F16; CLIP-L in HF names, bigG in OpenCLIP names)
+// loads into exactly the folder's weights, and with the UNet/VAE prefixes every
+// key of the file is accounted for by the text-encoder reports or lies outside
+// the conditioner.
+TEST(SdxlTextFixtures, SingleFileLoadsSameWeightsAsFolder) {
+  const auto cond = sdxl::SdxlTextConditioner::from_diffusers_folder(kFixtures / "tiny-sdxl");
+  const auto file = st::Reader::open(kFixtures / "tiny_sdxl_single_file.safetensors");
+  sdxl::BuildOptions no_init;
+  no_init.initialize = false;
+  sdxl::ClipTextModel clip_l(cond.encoder(0)->config(), no_init);
+  sdxl::ClipTextModel bigg(cond.encoder(1)->config(), no_init);
+  const auto report_l = sdxl::load_text_encoder(
+      *clip_l, file, "conditioner.embedders.0.transformer.", sdxl::TextEncoderNaming::kHuggingFace);
+  const auto report_g = sdxl::load_text_encoder(*bigg, file, "conditioner.embedders.1.model.",
+                                                sdxl::TextEncoderNaming::kOpenClip);
+  expect_same_parameters(*cond.encoder(0), *clip_l);
+  expect_same_parameters(*cond.encoder(1), *bigg);
+  EXPECT_EQ(report_g.ignored_keys,
+            std::vector<std::string>{"conditioner.embedders.1.model.logit_scale"});
+  size_t conditioner_keys = 0;
+  for (const auto& name : file.names())
+    if (name.rfind("conditioner.", 0) == 0)
+      ++conditioner_keys;
+  EXPECT_EQ(report_l.consumed_keys().size() + report_g.consumed_keys().size(), conditioner_keys);
+  EXPECT_EQ(conditioner_keys, 150u);
 }

@@ -4,6 +4,7 @@
 // vocabulary files.
 #include <gtest/gtest.h>
 
+#include <aclora/adapters/json.hpp>
 #include <sdxl/text_cleanup.hpp>
 #include <sdxl/tokenizer.hpp>
 
@@ -11,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -282,4 +285,99 @@ TEST(ClipTokenizer, BadVocabularyFilesGiveClearErrors) {
               sdxl::ClipTokenizer::from_vocab_files(vocab, no_header);
             }).find("#version"),
             std::string::npos);
+}
+
+namespace {
+
+Ids json_ids(const aclora::json::Value& array) {
+  Ids ids;
+  for (const auto& v : array.as_array())
+    ids.push_back(v.as_int());
+  return ids;
+}
+
+// Replaces the padding of a framed sequence: the trailing run of `from_pad`
+// (after the framing end id, which is kept when the pad is the end id itself).
+Ids repad(Ids ids, std::int64_t end_id, std::int64_t from_pad, std::int64_t to_pad) {
+  size_t begin = ids.size();
+  while (begin > 0 && ids[begin - 1] == from_pad) --begin;
+  if (from_pad == end_id && begin < ids.size()) ++begin;
+  for (size_t i = begin; i < ids.size(); ++i) ids[i] = to_pad;
+  return ids;
+}
+
+aclora::json::Value read_json(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return aclora::json::parse(text.str());
+}
+
+}  // namespace
+
+// All 203 reference texts (golden prompts, edge cases, random captions) give
+// open_clip's ids (ftfy + HTML cleanup, as sdxl.md prescribes) with both padding
+// rules. Two texts are known, documented exceptions and must instead give the
+// transformers ids: literal "<|startoftext|>"/"<|endoftext|>" (we make them the
+// special ids like transformers; open_clip 3 spells its specials differently and
+// tokenizes the characters) and mojibake ("cafÃ©": ftfy re-decodes it; that
+// repair is out of scope, so we tokenize the characters as transformers does).
+TEST(ClipTokenizer, ReferenceCaptionsMatchOpenClip) {
+  const auto tokens = read_json(fs::path(ACLORA_FIXTURES_DIR) / "sdxl" / "tokens.json");
+  const auto& tok = real_tokenizer();
+  const auto tok2 =
+      sdxl::ClipTokenizer::from_bpe_gz(real_vocab_path(), sdxl::PadToken::kExclamation);
+  const std::set<std::string> exceptions = {
+      "<|startoftext|> literal special tokens <|endoftext|> in text",
+      "caf\u00C3\u00A9 mojibake and don\u00E2\u20AC\u2122t"};
+  const auto& captions = tokens.find("captions")->as_array();
+  ASSERT_EQ(captions.size(), 203u);
+  size_t exceptions_seen = 0;
+  for (const auto& caption : captions) {
+    const std::string& text = caption.find("text")->as_string();
+    const Ids open_clip = json_ids(*caption.find("open_clip_ids"));  // padded with 0
+    Ids expected_eos = repad(open_clip, 49407, 0, 49407);
+    Ids expected_bang = open_clip;
+    if (exceptions.count(text)) {
+      ++exceptions_seen;
+      EXPECT_NE(tok2.tokenize(text), open_clip) << "no longer an exception: " << text;
+      expected_eos = json_ids(*caption.find("ids_pad_eos"));
+      expected_bang = repad(expected_eos, 49407, 49407, 0);
+    }
+    EXPECT_EQ(tok.tokenize(text), expected_eos) << text;
+    EXPECT_EQ(tok2.tokenize(text), expected_bang) << text;
+  }
+  EXPECT_EQ(exceptions_seen, exceptions.size());
+}
+
+// The tiny diffusers tokenizer folders (1000-entry vocabulary, 486 merges) give
+// the reference ids of the tiny prompts, padded by their own rules.
+TEST(ClipTokenizer, TinyFolderTokenizersMatchReference) {
+  const fs::path root = fs::path(ACLORA_FIXTURES_DIR) / "sdxl";
+  const aclora::json::Value tokens = read_json(root / "tokens.json");
+  const aclora::json::Value* tiny = tokens.find("tiny_vocab");
+  ASSERT_NE(tiny, nullptr);
+  const auto tok1 = sdxl::ClipTokenizer::from_folder(root / "tiny-sdxl" / "tokenizer");
+  const auto tok2 = sdxl::ClipTokenizer::from_folder(root / "tiny-sdxl" / "tokenizer_2");
+  EXPECT_EQ(tok1.vocab_size(), 1000);
+  EXPECT_EQ(tok1.pad_id(), 999);
+  EXPECT_EQ(tok2.pad_id(), 0);
+  const auto& prompts = tiny->find("prompts")->as_array();
+  // "ids": [{"tokenizer": rows}, {"tokenizer_2": rows}]
+  const aclora::json::Value* found1 = nullptr;
+  const aclora::json::Value* found2 = nullptr;
+  for (const auto& entry : tiny->find("ids")->as_array()) {
+    if (entry.find("tokenizer"))
+      found1 = entry.find("tokenizer");
+    if (entry.find("tokenizer_2"))
+      found2 = entry.find("tokenizer_2");
+  }
+  ASSERT_TRUE(found1 != nullptr && found2 != nullptr);
+  const auto& rows1 = found1->as_array();
+  const auto& rows2 = found2->as_array();
+  ASSERT_EQ(rows1.size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(tok1.tokenize(prompts[i].as_string()), json_ids(rows1[i])) << i;
+    EXPECT_EQ(tok2.tokenize(prompts[i].as_string()), json_ids(rows2[i])) << i;
+  }
 }
