@@ -1,15 +1,21 @@
 /// @file analyze.hpp
 /// @brief Batched component analysis of a chunk of same-shape layers (G x R x n).
 ///
-/// Precision: every chunk is read once into float64 (any storage dtype, any device) and
-/// analysed there: Gram matrices X X^T by one batched matmul with float64 accumulation,
-/// then a batched symmetric eigen-solve (linalg_eigh) of the G R x R Gram matrices.
-/// float64 on CUDA too: the Gram products are a small share of the work and the H200's
-/// float64 matmul rate keeps them far below the memory time, so we keep the accuracy of
-/// the contract's reference instead of mixing precisions.
+/// Precision: layers are read into float64 (any storage dtype, any device) and analysed
+/// there: Gram matrices X X^T by batched matmul with float64 accumulation, then a batched
+/// symmetric eigen-solve (linalg_eigh) of the R x R Gram matrices. float64 on CUDA too:
+/// the Gram products are a small share of the work (an H200 runs float64 matmuls at tens
+/// of TFLOP/s), so we keep the reference's accuracy instead of mixing precisions.
+///
+/// On the CPU a chunk is cut into one slice per torch thread and the slices run in
+/// parallel (at::parallel_for), each with single-threaded batched ops: batched matmul and
+/// eigen-solves otherwise loop over the batch on one thread with some BLAS builds. Every
+/// layer's numbers are computed by the same ops whatever the slicing, so results do not
+/// depend on the thread count.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -29,41 +35,64 @@ struct Chunk {
   at::Tensor basis;  ///< G x R x R float64: rank-axis directions by decreasing singular value
 };
 
-/// Reads the chunk's layers into one G x R x n float64 tensor on their device.
-inline at::Tensor gather_rank_major(std::span<const Layer<at::Tensor>> layers, const Chunk& chunk) {
+/// Calls f(begin, end) over [0, count): on the CPU in parallel slices (one per thread),
+/// elsewhere once for the whole range (the device parallelises).
+template <class F>
+void for_each_slice(const at::Device& device, std::int64_t count, F&& f) {
+  if (!device.is_cpu()) {
+    f(std::int64_t{0}, count);
+    return;
+  }
+  at::parallel_for(0, count, 1, [&](std::int64_t begin, std::int64_t end) { f(begin, end); });
+}
+
+/// Reads layers [begin, end) of the chunk into one (end - begin) x R x n float64 tensor.
+inline at::Tensor gather_rank_major(std::span<const Layer<at::Tensor>> layers, const Chunk& chunk,
+                                    std::int64_t begin, std::int64_t end) {
   const at::Tensor& first = layers[chunk.layers.front()].matrix;
   at::Tensor stacked =
-      at::empty({static_cast<std::int64_t>(chunk.layers.size()), chunk.rank, chunk.length},
-                first.options().dtype(at::kDouble));
-  for (std::size_t g = 0; g < chunk.layers.size(); ++g) {
-    const Layer<at::Tensor>& layer = layers[chunk.layers[g]];
-    stacked.select(0, static_cast<std::int64_t>(g)).copy_(rank_major(layer.matrix, layer.axis));
+      at::empty({end - begin, chunk.rank, chunk.length}, first.options().dtype(at::kDouble));
+  for (std::int64_t g = begin; g < end; ++g) {
+    const Layer<at::Tensor>& layer = layers[chunk.layers[static_cast<std::size_t>(g)]];
+    stacked.select(0, g - begin).copy_(rank_major(layer.matrix, layer.axis));
   }
   return stacked;
 }
 
 /// Analyses one chunk: sets chunk.basis and returns, on the chunk's device, a
-/// G x (2R + 2) float64 tensor per layer [singular values (R), component sums (R),
+/// G x (2R + 2) float64 tensor, per layer [singular values (R), component sums (R),
 /// entry sum, finite flag]. No host synchronisation.
+///
+/// The finite flag is derived from the Gram diagonal (sums of squares) and the row sums:
+/// a NaN or infinite entry makes them non-finite. (A float64 matrix with entries beyond
+/// about 1e154, whose squares overflow, is reported as non-finite too.)
 inline at::Tensor analyze_chunk(std::span<const Layer<at::Tensor>> layers, Chunk& chunk) {
-  const at::Tensor stacked = gather_rank_major(layers, chunk);
-  const std::int64_t count = stacked.size(0);
-  const at::Tensor finite = at::isfinite(stacked).flatten(1).all(1);  // G
-  // Non-finite layers get a zero Gram matrix so the eigen-solver never sees NaN; the
-  // driver rejects them from the flag before anything is written.
-  const at::Tensor gram = at::bmm(stacked, stacked.transpose(1, 2))
-                              .masked_fill(finite.logical_not().view({count, 1, 1}), 0.0);
-  auto [eigenvalues, eigenvectors] = at::linalg_eigh(gram);  // increasing order
-  chunk.basis = eigenvectors.flip({-1}).contiguous();
-  const at::Tensor singular_values = eigenvalues.flip({-1}).clamp_min(0.0).sqrt();
-  // Component i (d_i u_i v_i^T) sums to (1^T u_i)(u_i^T s) with s = X 1, the row sums.
-  const at::Tensor row_sums = stacked.sum(2);            // G x R
-  const at::Tensor direction_sums = chunk.basis.sum(1);  // G x R
-  const at::Tensor projected_sums =
-      at::bmm(chunk.basis.transpose(1, 2), row_sums.unsqueeze(2)).squeeze(2);  // G x R
-  return at::cat({singular_values, direction_sums * projected_sums, row_sums.sum(1, true),
-                  finite.to(at::kDouble).unsqueeze(1)},
-                 1);
+  const at::Tensor& first = layers[chunk.layers.front()].matrix;
+  const auto count = static_cast<std::int64_t>(chunk.layers.size());
+  const auto options = first.options().dtype(at::kDouble);
+  chunk.basis = at::empty({count, chunk.rank, chunk.rank}, options);
+  at::Tensor packed = at::empty({count, 2 * chunk.rank + 2}, options);
+  for_each_slice(first.device(), count, [&](std::int64_t begin, std::int64_t end) {
+    const at::Tensor stacked = gather_rank_major(layers, chunk, begin, end);
+    at::Tensor gram = at::bmm(stacked, stacked.transpose(1, 2));
+    const at::Tensor row_sums = stacked.sum(2);  // slice x R
+    const at::Tensor finite =
+        at::isfinite(gram.diagonal(0, 1, 2)).all(1).logical_and(at::isfinite(row_sums).all(1));
+    // Non-finite layers get a zero Gram matrix so the eigen-solver never sees NaN; the
+    // driver rejects them from the flag before anything is written.
+    gram.masked_fill_(finite.logical_not().view({end - begin, 1, 1}), 0.0);
+    auto [eigenvalues, eigenvectors] = at::linalg_eigh(gram);  // increasing order
+    const at::Tensor basis = eigenvectors.flip({-1});
+    chunk.basis.narrow(0, begin, end - begin).copy_(basis);
+    // Component i (d_i u_i v_i^T) sums to (1^T u_i)(u_i^T s) with s = X 1, the row sums.
+    const at::Tensor projected_sums =
+        at::bmm(basis.transpose(1, 2), row_sums.unsqueeze(2)).squeeze(2);
+    packed.narrow(0, begin, end - begin)
+        .copy_(at::cat({eigenvalues.flip({-1}).clamp_min(0.0).sqrt(), basis.sum(1) * projected_sums,
+                        row_sums.sum(1, true), finite.to(at::kDouble).unsqueeze(1)},
+                       1));
+  });
+  return packed;
 }
 
 }  // namespace aclora::backends::torch

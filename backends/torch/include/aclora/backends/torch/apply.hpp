@@ -19,51 +19,66 @@
 namespace aclora::backends::torch {
 
 /// Computes the new values of a chunk's layers (G x R x n, storage dtype, on the chunk's
-/// device) without writing anything: X' = P (X - c Z) + Z with P = U_K U_K^T per layer,
-/// Z the layer's noise (zero for policy none) and c = 1 for policy discarded, else 0.
+/// device) without writing any layer: X' = U_K (U_K^T (X - c Z)) + Z per layer, with U_K
+/// the first K basis directions (the chunk uses the largest K; directions beyond a layer's
+/// own K are zeroed), Z the layer's noise (zero for policy none or sigma 0) and c = 1 for
+/// policy discarded, else 0.
 inline at::Tensor compute_chunk(std::span<const Layer<at::Tensor>> layers, const Chunk& chunk,
                                 std::span<const LayerPlan> plans) {
-  const std::int64_t count = static_cast<std::int64_t>(chunk.layers.size());
+  const auto count = static_cast<std::int64_t>(chunk.layers.size());
   const std::int64_t q = std::min(chunk.rank, chunk.length);
   const at::Tensor& first = layers[chunk.layers.front()].matrix;
   const at::Device device = first.device();
   const auto host_doubles = at::TensorOptions().dtype(at::kDouble).device(at::kCPU);
 
-  at::Tensor kept = at::empty({count, 1}, host_doubles);
-  at::Tensor discarded = at::empty({count, 1, 1}, host_doubles);
+  // Per-layer settings, built on the host (no device synchronisation).
+  std::vector<double> kept(count), discarded(count);
   std::vector<NoiseTarget> noise(count);
-  bool any_noise = false;
-  bool any_discarded = false;
+  std::int64_t largest_kept = 0;
+  bool any_noise = false, any_discarded = false;
   for (std::int64_t g = 0; g < count; ++g) {
-    const std::size_t index = chunk.layers[g];
+    const std::size_t index = chunk.layers[static_cast<std::size_t>(g)];
     const LayerPlan& plan = plans[index];
     const bool with_noise = plan.noise != NoisePolicy::none && plan.sigma > 0.0;
-    kept[g][0] = static_cast<double>(std::min<std::int64_t>(plan.kept, q));
-    discarded[g][0][0] = with_noise && plan.noise == NoisePolicy::discarded ? 1.0 : 0.0;
+    const std::int64_t k = std::min<std::int64_t>(static_cast<std::int64_t>(plan.kept), q);
+    kept[g] = static_cast<double>(k);
+    largest_kept = std::max(largest_kept, k);
+    discarded[g] = with_noise && plan.noise == NoisePolicy::discarded ? 1.0 : 0.0;
     noise[g] =
-        NoiseTarget{plan.key, with_noise ? plan.sigma : 0.0, layers[index].axis == RankAxis::rows};
+        NoiseTarget{plan.key, with_noise ? plan.sigma : 0.0, layers[index].axis == RankAxis::rows,
+                    layers[index].matrix.scalar_type() != at::kDouble};
     any_noise = any_noise || with_noise;
-    any_discarded = any_discarded || discarded[g][0][0].item<double>() > 0.0;
+    any_discarded = any_discarded || discarded[g] > 0.0;
   }
+  const at::Tensor kept_counts = at::from_blob(kept.data(), {count, 1}, host_doubles).to(device);
+  const at::Tensor discarded_scale =
+      at::from_blob(discarded.data(), {count, 1, 1}, host_doubles).to(device);
+  const std::int64_t width = std::max<std::int64_t>(largest_kept, 1);
   const at::Tensor columns =
-      at::arange(chunk.rank, at::TensorOptions().dtype(at::kDouble).device(device));
-  const at::Tensor mask = columns.unsqueeze(0).lt(kept.to(device));  // G x R
-  const at::Tensor directions = chunk.basis * mask.unsqueeze(1).to(at::kDouble);
-  const at::Tensor projector = at::bmm(directions, directions.transpose(1, 2));
+      at::arange(width, at::TensorOptions().dtype(at::kDouble).device(device));
+  const at::Tensor mask = columns.unsqueeze(0).lt(kept_counts).to(at::kDouble);  // G x width
+  const at::Tensor directions = chunk.basis.narrow(2, 0, width) * mask.unsqueeze(1);
 
-  at::Tensor values = gather_rank_major(layers, chunk);
-  if (any_noise) {
-    at::Tensor draws = at::empty({count, chunk.rank, chunk.length}, host_doubles);
-    fill_noise(draws, noise);
-    if (!device.is_cpu())
-      draws = draws.to(device);
-    if (any_discarded)
-      values.sub_(draws * discarded.to(device));
-    values = at::baddbmm(draws, projector, values);
-  } else {
-    values = at::bmm(projector, values);
-  }
-  return values.to(first.scalar_type());
+  at::Tensor result = at::empty({count, chunk.rank, chunk.length}, first.options());
+  for_each_slice(device, count, [&](std::int64_t begin, std::int64_t end) {
+    const std::int64_t size = end - begin;
+    at::Tensor values = gather_rank_major(layers, chunk, begin, end);
+    const at::Tensor kept_directions = directions.narrow(0, begin, size);
+    at::Tensor draws;
+    if (any_noise) {
+      draws = at::empty({size, chunk.rank, chunk.length}, host_doubles);
+      fill_noise(draws, std::span<const NoiseTarget>(noise).subspan(begin, size));
+      if (!device.is_cpu())
+        draws = draws.to(device);
+      if (any_discarded)
+        values.sub_(draws * discarded_scale.narrow(0, begin, size));
+    }
+    const at::Tensor coefficients = at::bmm(kept_directions.transpose(1, 2), values);
+    values = any_noise ? at::baddbmm(draws, kept_directions, coefficients)
+                       : at::bmm(kept_directions, coefficients);
+    result.narrow(0, begin, size).copy_(values);  // the one rounding to the storage dtype
+  });
+  return result;
 }
 
 /// Writes a computed chunk into the layers (copy_ into the user's tensors or views).
