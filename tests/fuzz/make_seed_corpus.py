@@ -74,6 +74,10 @@ def main():
     seeds["bad_json"] = struct.pack("<Q", 16) + b'{"a":{"dtype":[1'
     seeds["bad_length"] = struct.pack("<Q", 1 << 40) + b"{}"
     seeds["bad_duplicate"] = struct.pack("<Q", 16) + b'{"a":{},"a":{}} '
+    seeds["bad_shape_overflow"] = image(
+        {"x": {"dtype": "F32", "shape": [1 << 62, 4], "data_offsets": [0, 0]}})
+    seeds["bad_leading_space"] = struct.pack("<Q", 8) + b"  {}    "
+    seeds["bad_deep_nesting"] = struct.pack("<Q", 130) + b"[" * 130
 
     for old in OUT.iterdir():
         old.unlink()
