@@ -3,13 +3,14 @@
 #
 #   tests/fuzz/run_fuzz.sh [TARGET] [SECONDS] [extra libFuzzer flags...]
 #
-# TARGET (default: safetensors) names tests/fuzz/TARGET_fuzz.cpp; its seeds
+# TARGET (default: safetensors) names tests/fuzz/TARGET_fuzz.cpp (or
+# fuzz_TARGET.cpp); targets now: safetensors, json, lora_detect. Its seeds
 # are tests/fuzz/corpus/TARGET/ (read only) and tests/fuzz/TARGET.dict is
 # used when present. To add a target, add TARGET_fuzz.cpp (+ corpus/TARGET/,
 # + TARGET.dict); nothing else changes. SECONDS defaults to 60.
 #
 # Environment: CXX_FUZZ (default clang++-14), FUZZ_BUILD_DIR (default
-# <repo>/build-fuzz, outside git). The growing corpus goes to
+# <repo>/build-fuzz, ignored by git). The growing corpus goes to
 # FUZZ_BUILD_DIR/corpus/TARGET, crash/timeout inputs to
 # FUZZ_BUILD_DIR/artifacts/TARGET/. Exit status: libFuzzer's (0 = no crash).
 set -euo pipefail
@@ -24,9 +25,12 @@ build="${FUZZ_BUILD_DIR:-${root}/build-fuzz}"
 cxx="${CXX_FUZZ:-clang++-14}"
 
 source_file="${here}/${target}_fuzz.cpp"
+if [[ ! -f "${source_file}" && -f "${here}/fuzz_${target}.cpp" ]]; then
+  source_file="${here}/fuzz_${target}.cpp"  # the other naming in use (fuzz_lora_detect.cpp)
+fi
 seeds="${here}/corpus/${target}"
 if [[ ! -f "${source_file}" ]]; then
-  echo "run_fuzz.sh: no fuzz target ${source_file}" >&2
+  echo "run_fuzz.sh: no fuzz target ${here}/${target}_fuzz.cpp or fuzz_${target}.cpp" >&2
   exit 2
 fi
 
