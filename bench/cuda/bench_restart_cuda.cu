@@ -6,10 +6,11 @@
 // measured here, and the speed-up over the peer measured in the same run.
 //
 // Usage: bench_restart_cuda [--ranks=16,64,128] [--dtypes=fp32,bf16] [--attention_only]
-//        [--iterations=20] [--peer_stride=1] [--benchmark_out=results.json
+//        [--iterations=20] [--peer_stride=1] [--no_tf32] [--benchmark_out=results.json
 //        --benchmark_out_format=json] [other Google Benchmark flags]
 // --peer_stride=S times gesvdj on every S-th factor only and scales the time by
-// (all parameters / timed parameters); the output says so when S > 1.
+// (all parameters / timed parameters); the output says so when S > 1. Besides the storage
+// types, fp32 is also timed with the Gram products on TF32 tensor cores (--no_tf32: not).
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
@@ -42,6 +43,7 @@ struct Settings {
   bool attention_only = false;
   int iterations = 20;
   std::int64_t peer_stride = 1;
+  bool tf32 = true;  // also time fp32 storage with TF32 Gram products
 };
 
 void check(cudaError_t status, const char* what) {
@@ -276,10 +278,12 @@ void bench_peer(benchmark::State& state, std::int64_t rank, bool attention_only,
   cusolverDnDestroy(handle);
 }
 
-void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype,
-                   bool attention_only) {
+void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype, bool attention_only,
+                   bool tf32_gram) {
   Workload& w = workload(rank, dtype, attention_only);
-  aclora::Restart<Cuda> restart({.seed = 7});
+  Cuda::Options options;
+  options.tf32_gram = tf32_gram;
+  aclora::Restart<Cuda> restart({.seed = 7}, Cuda(options));
   (void)restart.at_threshold(w.modules, kThreshold);  // plan, allocate, warm up
   EventTimer timer;
   double total = 0.0;
@@ -318,7 +322,8 @@ void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype,
   std::snprintf(line, sizeof line,
                 "r=%-4lld aclora CUDA (%s): %10.3f ms per model, %8.1f GB/s, %5.3f of 4.8 TB/s, "
                 "%5.3f of copy, %8.1fx vs gesvdj",
-                static_cast<long long>(rank), dtype_label(dtype).c_str(), per_restart * 1e3,
+                static_cast<long long>(rank),
+                (dtype_label(dtype) + (tf32_gram ? ", TF32 Gram" : "")).c_str(), per_restart * 1e3,
                 bandwidth * 1e-9, bandwidth / kH200Bandwidth, bandwidth / results().copy_bandwidth,
                 speedup);
   results().lines.push_back(line);
@@ -360,6 +365,8 @@ Settings parse(int& argc, char** argv) {
           std::exit(2);
         }
       }
+    } else if (arg == "--no_tf32") {
+      s.tf32 = false;
     } else if (arg == "--attention_only") {
       s.attention_only = true;
     } else if (const char* v = value("--iterations")) {
@@ -405,8 +412,18 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(
           ("aclora_cuda_restart/r:" + r + "/" + dtype_label(dtype)).c_str(),
           [=](benchmark::State& state) {
-            bench_restart(state, rank, dtype, settings.attention_only);
+            bench_restart(state, rank, dtype, settings.attention_only, false);
           })
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(settings.iterations);
+    }
+    if (settings.tf32) {
+      benchmark::RegisterBenchmark(("aclora_cuda_restart/r:" + r + "/fp32_tf32_gram").c_str(),
+                                   [=](benchmark::State& state) {
+                                     bench_restart(state, rank, cu::DType::f32,
+                                                   settings.attention_only, true);
+                                   })
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond)
           ->Iterations(settings.iterations);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "aclora/backends/cuda.cuh"
+#include "planted.hpp"
 
 namespace aclora::cuda_test {
 
@@ -35,93 +36,6 @@ inline bool gpu_available() {
     if (!::aclora::cuda_test::gpu_available())               \
       GTEST_SKIP() << "no CUDA device: device test skipped"; \
   } while (0)
-
-/// X = sum_k d_k u_k v_k^T (R x n, row-major doubles) with orthonormal u_k, v_k and
-/// d_k = scale * 0.7^k for k < planted: exact SVD known.
-struct Planted {
-  std::int64_t rank = 0, length = 0;
-  std::vector<double> d;                  // planted singular values
-  std::vector<std::vector<double>> u, v;  // orthonormal directions
-  std::vector<double> x;                  // R x n row-major
-
-  /// The rank-K truncation X_K (row-major R x n).
-  std::vector<double> truncated(std::size_t kept) const {
-    std::vector<double> out(static_cast<std::size_t>(rank * length), 0.0);
-    for (std::size_t k = 0; k < kept && k < d.size(); ++k)
-      for (std::int64_t r = 0; r < rank; ++r)
-        for (std::int64_t c = 0; c < length; ++c)
-          out[r * length + c] += d[k] * u[k][r] * v[k][c];
-    return out;
-  }
-  /// P = U_K U_K^T (R x R row-major).
-  std::vector<double> projector(std::size_t kept) const {
-    std::vector<double> p(static_cast<std::size_t>(rank * rank), 0.0);
-    for (std::size_t k = 0; k < kept && k < u.size(); ++k)
-      for (std::int64_t i = 0; i < rank; ++i)
-        for (std::int64_t j = 0; j < rank; ++j)
-          p[i * rank + j] += u[k][i] * u[k][j];
-    return p;
-  }
-};
-
-inline std::vector<std::vector<double>> orthonormal(std::size_t count, std::int64_t dim,
-                                                    std::mt19937_64& gen) {
-  std::normal_distribution<double> normal;
-  std::vector<std::vector<double>> basis;
-  while (basis.size() < count) {
-    std::vector<double> x(static_cast<std::size_t>(dim));
-    for (double& e : x)
-      e = normal(gen);
-    for (int pass = 0; pass < 2; ++pass) {
-      for (const auto& b : basis) {
-        double dot = 0.0;
-        for (std::int64_t i = 0; i < dim; ++i)
-          dot += b[i] * x[i];
-        for (std::int64_t i = 0; i < dim; ++i)
-          x[i] -= dot * b[i];
-      }
-    }
-    double norm = 0.0;
-    for (double e : x)
-      norm += e * e;
-    norm = std::sqrt(norm);
-    for (double& e : x)
-      e /= norm;
-    basis.push_back(std::move(x));
-  }
-  return basis;
-}
-
-inline Planted planted(std::int64_t rank, std::int64_t length, std::uint64_t seed,
-                       double scale = 1.0) {
-  std::mt19937_64 gen(seed);
-  Planted p;
-  p.rank = rank;
-  p.length = length;
-  const std::size_t count = static_cast<std::size_t>(std::min(rank, length));
-  p.u = orthonormal(count, rank, gen);
-  p.v = orthonormal(count, length, gen);
-  for (std::size_t k = 0; k < count; ++k)
-    p.d.push_back(scale * std::pow(0.7, static_cast<double>(k)));
-  p.x = p.truncated(count);
-  return p;
-}
-
-/// Memory layouts of the tests' device matrices.
-enum class Layout { row_major, col_major, padded, strided };
-
-inline const char* layout_name(Layout layout) {
-  switch (layout) {
-    case Layout::row_major:
-      return "row_major";
-    case Layout::col_major:
-      return "col_major";
-    case Layout::padded:
-      return "padded";
-    default:
-      return "strided";
-  }
-}
 
 /// A rows x cols matrix in device memory (owning), filled from row-major doubles.
 class DeviceMatrixHolder {
@@ -214,28 +128,5 @@ class DeviceMatrixHolder {
   std::size_t bytes_ = 0;
   void* data_ = nullptr;
 };
-
-/// Row-major matrix values of a planted rank-major X for a layer with the given axis:
-/// X itself (rows axis) or X^T (cols axis).
-inline std::vector<double> as_matrix(const std::vector<double>& x, std::int64_t rank,
-                                     std::int64_t length, RankAxis axis) {
-  if (axis == RankAxis::rows)
-    return x;
-  std::vector<double> t(x.size());
-  for (std::int64_t r = 0; r < rank; ++r)
-    for (std::int64_t c = 0; c < length; ++c)
-      t[c * rank + r] = x[r * length + c];
-  return t;
-}
-
-/// max |a - b| / max |b|.
-inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    norm = std::max(norm, std::abs(b[i]));
-  }
-  return norm > 0.0 ? diff / norm : diff;
-}
 
 }  // namespace aclora::cuda_test

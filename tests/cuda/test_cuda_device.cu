@@ -131,6 +131,25 @@ TEST(CudaAnalysis, SpectrumMatchesPlantedDecomposition) {
   }
 }
 
+// The opt-in TF32 Gram products keep singular values within 1e-2 of the largest and the
+// leading directions usable for truncation.
+TEST(CudaAnalysis, Tf32GramStaysClose) {
+  ACLORA_REQUIRE_GPU();
+  const Case c{64, 1280, RankAxis::rows, Layout::row_major, cu::DType::f32};
+  Prepared p = prepare(c, 900);
+  const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
+  Cuda::Options options;
+  options.tf32_gram = true;
+  Cuda backend(options);
+  std::vector<LayerSpectrum> spectra(1);
+  auto analysis = backend.analyze(layers, spectra);
+  for (std::size_t k = 0; k < 64; ++k)
+    EXPECT_NEAR(spectra[0].singular_values[k], p.planted.d[k], 1e-2 * p.planted.d[0]) << k;
+  const std::vector<LayerPlan> plans{LayerPlan{3, 0.0, NoisePolicy::none, {1, 1}}};
+  backend.apply(layers, analysis, plans);
+  EXPECT_LT(relative_error(p.holder->read(), p.planted.truncated(3)), 1e-2);
+}
+
 // Analysis modifies nothing: every storage byte (padding included) is unchanged.
 TEST(CudaAnalysis, AnalysisWritesNothing) {
   ACLORA_REQUIRE_GPU();

@@ -223,6 +223,17 @@ TEST(CudaPlan, EigenRunsStayWithinSolverIndexing) {
   EXPECT_EQ(covered, inputs.size());
 }
 
+// Batched cuBLAS calls carry at most max_gemm_batch products; larger groups are split.
+TEST(CudaPlan, GemmCallsAreSplitAtTheBatchLimit) {
+  const std::vector<cu::PlanInput> inputs = {input(1, 256 * 70000, RankAxis::rows)};
+  const cu::Plan plan = cu::make_plan(inputs, std::size_t{1} << 32, fake_solver);
+  const auto& gemms = plan.analysis_batches.at(0).gemms;
+  ASSERT_EQ(gemms.size(), 2u);
+  EXPECT_EQ(gemms[0].count, cu::max_gemm_batch);
+  EXPECT_EQ(gemms[1].count, 70000 - cu::max_gemm_batch);
+  EXPECT_EQ(gemms[1].first_item, gemms[0].first_item + cu::max_gemm_batch);
+}
+
 // A layer whose own scratch exceeds the limit is an error, naming the layer.
 TEST(CudaPlan, LayerLargerThanLimitIsAnError) {
   const std::vector<cu::PlanInput> inputs = {input(64, 4096, RankAxis::rows)};

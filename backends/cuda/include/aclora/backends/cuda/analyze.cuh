@@ -53,7 +53,8 @@ inline std::int64_t batch_max_rank(const Plan& plan, std::size_t first, std::siz
   return rank;
 }
 
-inline void run_analysis_batch(Workspace& w, const AnalysisBatch& batch, cudaStream_t stream) {
+inline void run_analysis_batch(Workspace& w, const AnalysisBatch& batch, cudaStream_t stream,
+                               bool tf32_gram) {
   const Plan& plan = w.plan;
   const DeviceLayout& at = plan.layout;
   unsigned char* base = w.device.data();
@@ -89,15 +90,16 @@ inline void run_analysis_batch(Workspace& w, const AnalysisBatch& batch, cudaStr
   auto* const* gemm_c = reinterpret_cast<void* const*>(base + at.gemm_c);
   for (const GemmCall& call : batch.gemms) {
     const cudaDataType_t type = cuda_data_type(call.dtype);
-    const cublasOperation_t first_op = call.rank_contiguous ? CUBLAS_OP_N : CUBLAS_OP_T;
-    const cublasOperation_t second_op = call.rank_contiguous ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int lda = static_cast<int>(call.lda);
-    check_cublas(
-        cublasGemmBatchedEx(w.handles.blas(), first_op, second_op, call.rank, call.rank, call.depth,
-                            &one, gemm_a + call.first_item, type, lda, gemm_a + call.first_item,
-                            type, lda, &zero, gemm_c + call.first_item, CUDA_R_32F, call.rank,
-                            static_cast<int>(call.count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "cublasGemmBatchedEx (Gram partials)");
+    const GemmArguments args = gemm_arguments(call);
+    const cublasComputeType_t compute =
+        tf32_gram && call.dtype == DType::f32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    check_cublas(cublasGemmBatchedEx(w.handles.blas(), args.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     args.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, args.m, args.n,
+                                     args.k, &one, gemm_a + call.first_item, type, args.lda,
+                                     gemm_a + call.first_item, type, args.ldb, &zero,
+                                     gemm_c + call.first_item, CUDA_R_32F, args.ldc,
+                                     static_cast<int>(call.count), compute, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmBatchedEx (Gram partials)");
   }
 
   const std::int64_t max_rank = batch_max_rank(plan, batch.first_slot, batch.slot_count);
@@ -142,8 +144,10 @@ inline void run_analysis_batch(Workspace& w, const AnalysisBatch& batch, cudaStr
 /// Runs the analysis of the prepared plan and fills spectra[layer] for every layer (in the
 /// caller's order). Reads the matrices only. Sets spectrum.finite = false for layers with
 /// NaN or Inf entries. @throws Error on a CUDA failure, on a solver that did not converge,
-/// or on finite entries too large for fp32 Gram products.
-inline void analyze_plan(Workspace& w, cudaStream_t stream, std::span<LayerSpectrum> spectra) {
+/// or on finite entries too large for fp32 Gram products. `tf32_gram` lets cuBLAS use TF32
+/// tensor cores for the Gram products of fp32 layers.
+inline void analyze_plan(Workspace& w, cudaStream_t stream, std::span<LayerSpectrum> spectra,
+                         bool tf32_gram = false) {
   const Plan& plan = w.plan;
   const DeviceLayout& at = plan.layout;
   unsigned char* base = w.device.data();
@@ -158,7 +162,7 @@ inline void analyze_plan(Workspace& w, cudaStream_t stream, std::span<LayerSpect
   check_cuda(cudaMemsetAsync(base + at.infos, 0, plan.slots.size() * sizeof(int), stream),
              "cudaMemsetAsync");
   for (const AnalysisBatch& batch : plan.analysis_batches)
-    detail::run_analysis_batch(w, batch, stream);
+    detail::run_analysis_batch(w, batch, stream, tf32_gram);
   check_cuda(cudaMemcpyAsync(w.pinned.data() + w.pinned_records, base + at.records,
                              plan.record_doubles * sizeof(double), cudaMemcpyDeviceToHost, stream),
              "download of the spectra");

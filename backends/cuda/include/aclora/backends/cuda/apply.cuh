@@ -73,21 +73,6 @@ inline void launch_projection(const ProjectionLaunch& launch, const LayerSlot* s
 
 }  // namespace detail
 
-/// The write parameters of every slot: K clipped to q = min(R, n), sigma, policy, key.
-inline void stage_writes(const Plan& plan, std::span<const LayerPlan> plans, WriteSlot* writes) {
-  for (std::size_t s = 0; s < plan.slots.size(); ++s) {
-    const LayerSlot& slot = plan.slots[s];
-    const LayerPlan& layer = plans[static_cast<std::size_t>(slot.layer)];
-    const std::int64_t q = std::min<std::int64_t>(slot.rank, slot.length);
-    WriteSlot write;
-    write.key = layer.key;
-    write.sigma = static_cast<float>(layer.sigma);
-    write.kept = static_cast<std::int32_t>(std::min(layer.kept, static_cast<std::size_t>(q)));
-    write.policy = static_cast<std::int32_t>(layer.noise);
-    writes[s] = write;
-  }
-}
-
 /// Writes every layer of the analysed plan in place: M' = U_K U_K^T M + noise placed by each
 /// layer's policy, rounded once to the storage type. Synchronises the stream at the end.
 inline void apply_plan(Workspace& w, cudaStream_t stream, std::span<const LayerPlan> plans) {

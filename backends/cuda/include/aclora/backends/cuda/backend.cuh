@@ -52,6 +52,10 @@ class Cuda {
     /// fp64 basis and a few R-vectors per layer) and the tables come on top: see
     /// workspace_bytes().
     std::size_t workspace_limit = std::size_t{1} << 30;
+    /// Gram products of fp32 layers on TF32 tensor cores (inputs rounded to 10-bit
+    /// mantissas, about 1e-3 relative error in the energies; faster). Off by default: the
+    /// contract asks for fp32 products. 16-bit layers always use tensor cores exactly.
+    bool tf32_gram = false;
   };
 
   Cuda() : state_(std::make_unique<cuda::Workspace>()) {}
@@ -107,7 +111,7 @@ class Cuda {
     if (layers.empty())
       return Analysis{state_->generation, 0};
     state_->prepare(plan_inputs(layers), options_.workspace_limit, options_.stream);
-    cuda::analyze_plan(*state_, options_.stream, spectra);
+    cuda::analyze_plan(*state_, options_.stream, spectra, options_.tf32_gram);
     return Analysis{state_->generation, layers.size()};
   }
 

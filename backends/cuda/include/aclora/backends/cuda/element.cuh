@@ -12,6 +12,15 @@
 
 namespace aclora::backends::cuda::kernels {
 
+#ifndef ACLORA_CUDA_KERNEL_EMULATION
+/// The block's dynamic shared memory, 16-byte aligned. (The host-side kernel emulation of
+/// the tests defines ACLORA_CUDA_KERNEL_EMULATION and supplies its own.)
+__device__ inline float* dynamic_shared_floats() {
+  extern __shared__ __align__(16) float aclora_dynamic_shared[];
+  return aclora_dynamic_shared;
+}
+#endif
+
 /// Entry `offset` (elements) of `data` stored as `dtype`, as float.
 __device__ inline float load_element(const void* data, std::int32_t dtype, std::int64_t offset) {
   switch (static_cast<DType>(dtype)) {

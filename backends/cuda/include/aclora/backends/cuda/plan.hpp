@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "aclora/backend.hpp"
 #include "aclora/error.hpp"
 #include "aclora/layer.hpp"
 #include "aclora/noise.hpp"
@@ -205,6 +207,9 @@ struct GemmCall {
   std::size_t count = 0;
 };
 
+/// Most products per batched cuBLAS call (kept below the 65535 grid limit).
+inline constexpr std::size_t max_gemm_batch = 65535;
+
 /// Consecutive slots of one rank: one batched eigen-solve.
 struct EigenRun {
   std::int32_t rank = 0;
@@ -259,6 +264,48 @@ struct ApplyBatch {
   std::vector<ProjectionLaunch> launches;
 };
 
+/// The arguments of one batched cuBLAS call (column-major BLAS semantics): every product is
+/// C (R x R, ldc = R) = op_a(A) op_b(A) over `depth` columns of the view, which is the chunk's
+/// Gram X X^T. Rank-contiguous chunks are R x k matrices (lda >= R): C = A A^T. Length-
+/// contiguous chunks are k x R matrices (lda >= k): C = A^T A.
+struct GemmArguments {
+  bool transpose_a = false;
+  bool transpose_b = false;
+  int m = 0, n = 0, k = 0;
+  int lda = 0, ldb = 0, ldc = 0;
+};
+
+/// The cuBLAS arguments of a Gram call.
+inline GemmArguments gemm_arguments(const GemmCall& call) {
+  GemmArguments args;
+  args.transpose_a = !call.rank_contiguous;
+  args.transpose_b = call.rank_contiguous;
+  args.m = args.n = call.rank;
+  args.k = call.depth;
+  args.lda = args.ldb = static_cast<int>(call.lda);
+  args.ldc = call.rank;
+  return args;
+}
+
+/// Address of the first entry of a Gram chunk's operand: the chunk's first column in the
+/// user's matrix, or in the packed copy for strided layers (`packed_base`: the batch's
+/// packed region).
+inline const void* gram_operand(const LayerSlot& slot, std::int32_t chunk,
+                                const float* packed_base) {
+  const std::int64_t first_column = static_cast<std::int64_t>(chunk) * slot.chunk_width;
+  if (static_cast<GramSource>(slot.source) == GramSource::packed)
+    return packed_base + slot.packed_offset + first_column * slot.rank;
+  const auto* data = static_cast<const unsigned char*>(slot.data);
+  return data + first_column * slot.length_stride *
+                    static_cast<std::int64_t>(dtype_bytes(static_cast<DType>(slot.dtype)));
+}
+
+/// Address of a Gram chunk's fp32 partial product (`partials_base`: the batch scratch).
+inline float* gram_partial(const LayerSlot& slot, std::int32_t chunk, float* partials_base) {
+  const auto rank = static_cast<std::size_t>(slot.rank);
+  return partials_base + slot.partial_offset + static_cast<std::size_t>(chunk) * rank * rank;
+}
+
 /// Byte offsets of the regions of the device workspace. The tables come first, in the same
 /// order as in the pinned host copy, so one copy uploads them.
 struct DeviceLayout {
@@ -281,6 +328,21 @@ struct Plan {
   /// Bytes of device memory the plan needs in all (tables, per-layer state, scratch).
   std::size_t device_bytes() const { return layout.total; }
 };
+
+/// The write parameters of every slot: K clipped to q = min(R, n), sigma, policy, key.
+inline void stage_writes(const Plan& plan, std::span<const LayerPlan> plans, WriteSlot* writes) {
+  for (std::size_t s = 0; s < plan.slots.size(); ++s) {
+    const LayerSlot& slot = plan.slots[s];
+    const LayerPlan& layer = plans[static_cast<std::size_t>(slot.layer)];
+    const std::int64_t q = std::min<std::int64_t>(slot.rank, slot.length);
+    WriteSlot write;
+    write.key = layer.key;
+    write.sigma = static_cast<float>(layer.sigma);
+    write.kept = static_cast<std::int32_t>(std::min(layer.kept, static_cast<std::size_t>(q)));
+    write.policy = static_cast<std::int32_t>(layer.noise);
+    writes[s] = write;
+  }
+}
 
 /// What the planner needs to know about one layer.
 struct PlanInput {
@@ -356,10 +418,12 @@ inline void finish_analysis_batch(Plan& plan, AnalysisBatch& batch, const Solver
     call.rank = std::get<2>(key);
     call.depth = std::get<3>(key);
     call.lda = std::get<4>(key);
-    call.first_item = plan.items.size();
-    call.count = items.size();
     plan.items.insert(plan.items.end(), items.begin(), items.end());
-    batch.gemms.push_back(call);
+    for (std::size_t first = 0; first < items.size(); first += max_gemm_batch) {
+      call.first_item = plan.items.size() - items.size() + first;
+      call.count = std::min(max_gemm_batch, items.size() - first);
+      batch.gemms.push_back(call);
+    }
   }
   batch.item_count = plan.items.size() - batch.first_item;
   batch.solver_bytes = 0;

@@ -67,10 +67,9 @@ __global__ void __launch_bounds__(block_threads)
                          const float* projectors_base) {
   static_assert((TR / MR) * (TW / 4) == block_threads, "micro-tiles must cover the tile");
   constexpr int KC = projection_k_chunk;
-  extern __shared__ __align__(16) float shared[];
-  float* p_slice = shared;             // [KC][TR]
-  float* x_slice = p_slice + KC * TR;  // [KC][TW]
-  float* output = x_slice + KC * TW;   // [padded R][TW + 1]
+  float* p_slice = dynamic_shared_floats();  // [KC][TR]
+  float* x_slice = p_slice + KC * TR;        // [KC][TW]
+  float* output = x_slice + KC * TW;         // [padded R][TW + 1]
   constexpr int out_stride = TW + 1;
 
   const WorkItem tile = tiles[blockIdx.x];

@@ -111,24 +111,12 @@ struct Workspace {
     auto* gemm_c = reinterpret_cast<void**>(host + at.gemm_c);
     for (const AnalysisBatch& batch : plan.analysis_batches) {
       unsigned char* scratch = base + at.scratch;
+      const auto* packed = reinterpret_cast<const float*>(scratch + batch.packed_at);
       for (std::size_t i = batch.first_item; i < batch.first_item + batch.item_count; ++i) {
         const WorkItem item = plan.items[i];
         const LayerSlot& slot = plan.slots[item.slot];
-        const auto source = static_cast<GramSource>(slot.source);
-        const std::int64_t first_column = static_cast<std::int64_t>(item.index) * slot.chunk_width;
-        if (source == GramSource::packed) {
-          const float* packed =
-              reinterpret_cast<const float*>(scratch + batch.packed_at) + slot.packed_offset;
-          gemm_a[i] = packed + first_column * slot.rank;
-        } else {
-          const auto* data = static_cast<const unsigned char*>(slot.data);
-          gemm_a[i] =
-              data + first_column * slot.length_stride *
-                         static_cast<std::int64_t>(dtype_bytes(static_cast<DType>(slot.dtype)));
-        }
-        const std::size_t rank = static_cast<std::size_t>(slot.rank);
-        gemm_c[i] = reinterpret_cast<float*>(scratch) + slot.partial_offset +
-                    static_cast<std::size_t>(item.index) * rank * rank;
+        gemm_a[i] = gram_operand(slot, item.index, packed);
+        gemm_c[i] = gram_partial(slot, item.index, reinterpret_cast<float*>(scratch));
       }
     }
   }

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# One prepared check for a machine with an NVIDIA GPU (H200 expected), the CUDA toolkit
+# and LibTorch 2.x from python3's torch package; no network needed.
+#
+#   bench/gpu/device_check.sh OUT_DIR [--build-only] [--build-dir DIR]
+#
+# Configures (Release, CMAKE_CUDA_ARCHITECTURES=${ACLORA_CUDA_ARCH:-90},
+# CMAKE_PREFIX_PATH from torch.utils.cmake_prefix_path), builds only what it runs, then runs
+# the CUDA tests, the CUDA and Torch conformance suites and the two RESTART benchmarks,
+# each under `timeout`. Results (GoogleTest and Google Benchmark JSON, logs, summary.txt)
+# go to OUT_DIR. --build-only skips the GPU check and stops after the build (for machines
+# without a GPU). Needs GoogleTest, Google Benchmark and Eigen 3.4 findable by CMake.
+#
+# Torch on CUDA: test_conformance_torch instantiates its suite for CPU tensors and for
+# CUDA tensors (TorchTraits<true>), which runs whenever torch::cuda::is_available(); no
+# environment variable is needed. bench_restart_torch gets --devices=cuda.
+set -uo pipefail
+
+usage() {
+  echo "usage: $0 OUT_DIR [--build-only] [--build-dir DIR]" >&2
+  exit 2
+}
+
+[[ $# -ge 1 ]] || usage
+out=$1
+shift
+build_only=0
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${ACLORA_DEVICE_BUILD_DIR:-/tmp/aclora-device-build}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --build-only) build_only=1 ;;
+    --build-dir)
+      [[ $# -ge 2 ]] || usage
+      build=$2
+      shift
+      ;;
+    *) usage ;;
+  esac
+  shift
+done
+mkdir -p "$out" || exit 1
+out=$(cd "$out" && pwd)
+summary=$out/summary.txt
+: >"$summary"
+start=$(date +%s)
+
+note() { echo "$*" | tee -a "$summary"; }
+fail() {
+  note "device_check: $*"
+  exit 1
+}
+
+# 1. A GPU must be visible (fail fast otherwise).
+if [[ $build_only -eq 0 ]]; then
+  command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: no NVIDIA driver on this machine (use --build-only to only build)"
+  gpu=$(timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1) ||
+    fail "nvidia-smi failed: $gpu"
+  [[ -n $gpu ]] || fail "nvidia-smi lists no GPU"
+  note "GPU: $gpu"
+fi
+
+# 2. Toolchain: nvcc and (optionally) torch's CMake prefix.
+nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+[[ -x $nvcc ]] || fail "nvcc not found (set CUDACXX or put the CUDA toolkit's bin in PATH)"
+note "nvcc: $("$nvcc" --version | tail -1)"
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+if [[ -n $torch_prefix ]]; then
+  note "torch: $(python3 -c 'import torch; print(torch.__version__)') at $torch_prefix"
+else
+  note "torch: python3 has no torch package; the Torch targets use whatever LibTorch CMake finds"
+fi
+
+# 3. Configure and build only the targets run below.
+arch=${ACLORA_CUDA_ARCH:-90}
+jobs=${ACLORA_JOBS:-16}
+configure=(cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch"
+  -DACLORA_WITH_CUDA=ON -DACLORA_BUILD_EXAMPLES=OFF -DACLORA_BUILD_DOCS=OFF
+  -DACLORA_SANITIZED_TESTS=OFF -DACLORA_INSTALL=OFF)
+[[ -n $torch_prefix ]] && configure+=(-DCMAKE_PREFIX_PATH="$torch_prefix")
+note "configure: ${configure[*]}"
+timeout 180 "${configure[@]}" >"$out/configure.log" 2>&1 ||
+  { tail -30 "$out/configure.log"; fail "configure failed (log: $out/configure.log)"; }
+
+cuda_targets=(test_cuda test_conformance_cuda bench_restart_cuda)
+torch_targets=(test_conformance_torch bench_restart_torch)
+built=()
+for target in "${cuda_targets[@]}" "${torch_targets[@]}"; do
+  if timeout 420 cmake --build "$build" --target "$target" -j "$jobs" >"$out/build_$target.log" 2>&1; then
+    built+=("$target")
+    note "built $target"
+  else
+    tail -20 "$out/build_$target.log"
+    note "BUILD FAILED: $target (log: $out/build_$target.log)"
+  fi
+done
+note "build done after $(($(date +%s) - start)) s"
+if [[ $build_only -eq 1 ]]; then
+  [[ ${#built[@]} -eq $((${#cuda_targets[@]} + ${#torch_targets[@]})) ]] || exit 1
+  exit 0
+fi
+
+# 4. Run: each step under timeout; a failing step does not stop the others.
+status=0
+is_built() { [[ " ${built[*]} " == *" $1 "* ]]; }
+run_step() {
+  local name=$1 limit=$2
+  shift 2
+  if ! is_built "$name"; then
+    note "SKIPPED $name (not built)"
+    status=1
+    return
+  fi
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  local took=$(($(date +%s) - t0))
+  if [[ $rc -eq 0 ]]; then
+    note "PASSED $name (${took} s)"
+  else
+    [[ $rc -eq 124 ]] && note "TIMEOUT $name after ${limit} s" || note "FAILED $name (exit $rc, ${took} s)"
+    tail -40 "$out/$name.log"
+    status=1
+  fi
+  grep -E "^\[  (PASSED|SKIPPED|FAILED) " "$out/$name.log" | head -20 | tee -a "$summary"
+}
+
+bin=$build
+run_step test_cuda 120 "$bin/tests/cuda/test_cuda" --gtest_output="json:$out/test_cuda.json"
+run_step test_conformance_cuda 180 "$bin/tests/cuda/test_conformance_cuda" \
+  --gtest_output="json:$out/test_conformance_cuda.json"
+run_step test_conformance_torch 180 "$bin/tests/conformance/test_conformance_torch" \
+  --gtest_output="json:$out/test_conformance_torch.json"
+run_step bench_restart_cuda 200 "$bin/bench/cuda/bench_restart_cuda" \
+  --peer_stride="${ACLORA_PEER_STRIDE:-2}" \
+  --benchmark_out="$out/bench_restart_cuda.json" --benchmark_out_format=json
+run_step bench_restart_torch 200 "$bin/bench/torch/bench_restart_torch" --devices=cuda \
+  --per_matrix_stride="${ACLORA_PEER_STRIDE:-2}" --json_out="$out/bench_restart_torch.json"
+
+# 5. Summary: the benchmarks' closing tables.
+for name in bench_restart_cuda bench_restart_torch; do
+  [[ -f $out/$name.log ]] || continue
+  note "--- $name"
+  grep -E "r=|device:|ms|speed" "$out/$name.log" | tail -20 | tee -a "$summary" >/dev/null
+done
+note "device_check finished in $(($(date +%s) - start)) s, status $status"
+cat "$summary"
+exit $status
