@@ -7,6 +7,7 @@
 #include <aclora/adapters/json.hpp>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>

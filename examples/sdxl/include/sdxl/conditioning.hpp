@@ -63,7 +63,9 @@ class SdxlTextConditioner {
   /// Framed ids [B, 77] (int64, CPU) of tokenizer 1 or 2 (index 0 or 1).
   torch::Tensor token_ids(int index, const std::vector<std::string>& prompts) const;
 
+  /// Tokenizer 1 or 2 (index 0 or 1). @throws std::invalid_argument otherwise.
   const ClipTokenizer& tokenizer(int index) const;
+  /// Text encoder 1 or 2 (index 0 or 1). @throws std::invalid_argument otherwise.
   ClipTextModel encoder(int index) const;
 
  private:

@@ -14,8 +14,8 @@
 namespace sdxl {
 
 /// Decodes HTML character references the way Python's html.unescape does: numeric
-/// references (&#NNN; &#xHH;, with or without ';', Windows-1252 fix-ups for 0x80-0x9F,
-/// U+FFFD for surrogates / out-of-range values, invalid code points removed) and
+/// references (decimal `&#NNN;`, hexadecimal `&#xHH;`, with or without ';', Windows-1252 fix-ups
+/// for 0x80-0x9F, U+FFFD for surrogates / out-of-range values, invalid code points removed) and
 /// named references (&amp; &lt; &gt; &quot; &apos; &#39;, the Latin-1 names, the
 /// common typographic names; the legacy Latin-1 names also without ';').
 /// Unknown names are left as they are. Input and output are UTF-8.

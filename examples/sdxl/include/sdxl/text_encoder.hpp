@@ -29,17 +29,17 @@ enum class ClipActivation {
 
 /// Shape and behaviour of one CLIP text transformer.
 struct ClipTextConfig {
-  int64_t vocab_size = 49408;
-  int64_t hidden_size = 768;
+  int64_t vocab_size = 49408;        ///< token embedding rows
+  int64_t hidden_size = 768;         ///< model width H
   int64_t intermediate_size = 3072;  ///< MLP width
-  int64_t num_layers = 12;
-  int64_t num_heads = 12;
-  int64_t max_positions = 77;  ///< rows of the position embedding; longest input
-  ClipActivation activation = ClipActivation::kQuickGelu;
+  int64_t num_layers = 12;           ///< transformer layers
+  int64_t num_heads = 12;            ///< attention heads (H must divide evenly)
+  int64_t max_positions = 77;        ///< rows of the position embedding; longest input
+  ClipActivation activation = ClipActivation::kQuickGelu;  ///< MLP activation
   /// Output width of text_projection (Linear without bias on the pooled state);
   /// 0 = no projection (CLIPTextModel).
   int64_t projection_dim = 0;
-  double layer_norm_eps = 1e-5;
+  double layer_norm_eps = 1e-5;  ///< epsilon of every LayerNorm
   /// Selects the pooled position as transformers does: when 2 (the legacy value
   /// in the OpenAI / SDXL configs) the position of the largest id in each row
   /// (the end token is the largest id of the real vocabulary); otherwise the
@@ -61,6 +61,7 @@ struct ClipTextConfig {
   ///         file, bad JSON, a value of the wrong type, or an unsupported hidden_act.
   static ClipTextConfig from_json_file(const std::filesystem::path& config_json);
 
+  /// Width of one attention head (hidden_size / num_heads).
   int64_t head_dim() const { return hidden_size / num_heads; }
   /// @throws std::invalid_argument for non-positive sizes, a hidden size not
   ///         divisible by the head count, or eps <= 0.
@@ -83,29 +84,38 @@ struct ClipTextOutput {
 /// A lookup table: row `id` of weight [count, dim].
 class EmbeddingImpl : public torch::nn::Module {
  public:
+  /// A [count, dim] table, N(0, 0.02) initialised when options ask for it.
   EmbeddingImpl(int64_t count, int64_t dim, const BuildOptions& options);
   /// @param ids int64 indices of any shape; @return [..., dim]
   torch::Tensor forward(const torch::Tensor& ids);
   torch::Tensor weight;  ///< [count, dim]
 };
+/// Module holder (shared pointer) of EmbeddingImpl.
 TORCH_MODULE(Embedding);
 
 /// One pre-LN transformer layer: self_attn.{q,k,v,out}_proj, layer_norm1,
 /// mlp.fc1, mlp.fc2, layer_norm2.
 class ClipEncoderLayerImpl : public torch::nn::Module {
  public:
+  /// Builds the layer's parameters with the config's sizes.
   ClipEncoderLayerImpl(const ClipTextConfig& config, const BuildOptions& options);
   /// @param hidden [B, T, H]; attention is causal (token i sees tokens <= i).
   torch::Tensor forward(const torch::Tensor& hidden);
 
-  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
-  LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
-  Linear fc1{nullptr}, fc2{nullptr};
+  Linear q_proj{nullptr};          ///< self_attn.q_proj [H, H] with bias
+  Linear k_proj{nullptr};          ///< self_attn.k_proj [H, H] with bias
+  Linear v_proj{nullptr};          ///< self_attn.v_proj [H, H] with bias
+  Linear out_proj{nullptr};        ///< self_attn.out_proj [H, H] with bias
+  LayerNorm layer_norm1{nullptr};  ///< before attention
+  LayerNorm layer_norm2{nullptr};  ///< before the MLP
+  Linear fc1{nullptr};             ///< mlp.fc1 [MLP, H]
+  Linear fc2{nullptr};             ///< mlp.fc2 [H, MLP]
 
  private:
   int64_t heads_;
   ClipActivation activation_;
 };
+/// Module holder (shared pointer) of ClipEncoderLayerImpl.
 TORCH_MODULE(ClipEncoderLayer);
 
 /// CLIPTextModel / CLIPTextModelWithProjection with transformers' parameter names.
@@ -119,6 +129,7 @@ class ClipTextModelImpl : public torch::nn::Module {
   /// @throws std::invalid_argument for a wrong rank, dtype, length or id range.
   ClipTextOutput forward(const torch::Tensor& input_ids);
 
+  /// The config the model was built with.
   const ClipTextConfig& config() const { return config_; }
   /// The layers in order (paths text_model.encoder.layers.N).
   const torch::nn::ModuleList& layers() const { return layers_; }
@@ -132,6 +143,7 @@ class ClipTextModelImpl : public torch::nn::Module {
   ClipTextConfig config_;
   torch::nn::ModuleList layers_;
 };
+/// Module holder (shared pointer) of ClipTextModelImpl.
 TORCH_MODULE(ClipTextModel);
 
 }  // namespace sdxl

@@ -59,6 +59,8 @@ struct TextEncoderKeySource {
 
 /// The complete key table of a model with this config: one entry per parameter
 /// (OpenCLIP's in_proj tensors appear in three entries, one per q/k/v slice).
+/// @param config sizes of the model (layer count, widths, projection)
+/// @param naming the checkpoint's naming scheme
 /// @param prefix prepended to every file key ("" for a standalone encoder file).
 std::vector<TextEncoderKeySource> text_encoder_key_table(const ClipTextConfig& config,
                                                          TextEncoderNaming naming,

@@ -86,7 +86,9 @@ class ClipTokenizer {
   std::int64_t token_id(std::string_view symbol) const;
 
   ~ClipTokenizer();
+  /// Movable; a moved-from tokenizer may only be destroyed or assigned to.
   ClipTokenizer(ClipTokenizer&&) noexcept;
+  /// Move assignment (see the move constructor).
   ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
 
   /// Opaque implementation state (defined in the library sources).
