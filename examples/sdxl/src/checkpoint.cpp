@@ -407,8 +407,12 @@ void check_pipeline_class(const fs::path& folder) {
   const fs::path index = folder / "model_index.json";
   if (!fs::is_regular_file(index)) {
     if (!fs::is_directory(folder / "unet") && !fs::is_directory(folder / "vae")) {
+      const std::string hint = fs::is_regular_file(folder / "config.json")
+                                   ? "; it looks like one component (unet/, vae/, ...) of a "
+                                     "diffusers folder: give the pipeline folder above it"
+                                   : "";
       throw WeightLoadError(folder.string() +
-                            ": not a diffusers folder (no model_index.json, unet/ or vae/)");
+                            ": not a diffusers folder (no model_index.json, unet/ or vae/)" + hint);
     }
     return;
   }
