@@ -83,21 +83,31 @@ note "configure: ${configure[*]}"
 timeout 180 "${configure[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; fail "configure failed (log: $out/configure.log)"; }
 
-cuda_targets=(test_cuda test_conformance_cuda bench_restart_cuda)
-torch_targets=(test_conformance_torch bench_restart_torch)
+# All targets in one parallel build (keep going past a failing target); a target counts
+# as built when its executable exists.
+declare -A binary=(
+  [test_cuda]=tests/cuda/test_cuda
+  [test_conformance_cuda]=tests/cuda/test_conformance_cuda
+  [bench_restart_cuda]=bench/cuda/bench_restart_cuda
+  [test_conformance_torch]=tests/conformance/test_conformance_torch
+  [bench_restart_torch]=bench/torch/bench_restart_torch
+)
+targets=(test_cuda test_conformance_cuda bench_restart_cuda test_conformance_torch bench_restart_torch)
+for target in "${targets[@]}"; do rm -f "$build/${binary[$target]}"; done
+timeout 420 cmake --build "$build" --target "${targets[@]}" -j "$jobs" -- -k >"$out/build.log" 2>&1 ||
+  { grep -E "error|Error" "$out/build.log" | head -20; note "build reported errors (log: $out/build.log)"; }
 built=()
-for target in "${cuda_targets[@]}" "${torch_targets[@]}"; do
-  if timeout 420 cmake --build "$build" --target "$target" -j "$jobs" >"$out/build_$target.log" 2>&1; then
+for target in "${targets[@]}"; do
+  if [[ -x $build/${binary[$target]} ]]; then
     built+=("$target")
     note "built $target"
   else
-    tail -20 "$out/build_$target.log"
-    note "BUILD FAILED: $target (log: $out/build_$target.log)"
+    note "BUILD FAILED: $target (log: $out/build.log)"
   fi
 done
 note "build done after $(($(date +%s) - start)) s"
 if [[ $build_only -eq 1 ]]; then
-  [[ ${#built[@]} -eq $((${#cuda_targets[@]} + ${#torch_targets[@]})) ]] || exit 1
+  [[ ${#built[@]} -eq ${#targets[@]} ]] || exit 1
   exit 0
 fi
 
@@ -127,15 +137,15 @@ run_step() {
 }
 
 bin=$build
-run_step test_cuda 120 "$bin/tests/cuda/test_cuda" --gtest_output="json:$out/test_cuda.json"
-run_step test_conformance_cuda 180 "$bin/tests/cuda/test_conformance_cuda" \
+run_step test_cuda 120 "$bin/${binary[test_cuda]}" --gtest_output="json:$out/test_cuda.json"
+run_step test_conformance_cuda 180 "$bin/${binary[test_conformance_cuda]}" \
   --gtest_output="json:$out/test_conformance_cuda.json"
-run_step test_conformance_torch 180 "$bin/tests/conformance/test_conformance_torch" \
+run_step test_conformance_torch 180 "$bin/${binary[test_conformance_torch]}" \
   --gtest_output="json:$out/test_conformance_torch.json"
-run_step bench_restart_cuda 200 "$bin/bench/cuda/bench_restart_cuda" \
+run_step bench_restart_cuda 200 "$bin/${binary[bench_restart_cuda]}" \
   --peer_stride="${ACLORA_PEER_STRIDE:-2}" \
   --benchmark_out="$out/bench_restart_cuda.json" --benchmark_out_format=json
-run_step bench_restart_torch 200 "$bin/bench/torch/bench_restart_torch" --devices=cuda \
+run_step bench_restart_torch 200 "$bin/${binary[bench_restart_torch]}" --devices=cuda \
   --per_matrix_stride="${ACLORA_PEER_STRIDE:-2}" --json_out="$out/bench_restart_torch.json"
 
 # 5. Summary: the benchmarks' closing tables.

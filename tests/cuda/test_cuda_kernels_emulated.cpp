@@ -245,13 +245,13 @@ class EmulatedBackend {
     auto* writes = reinterpret_cast<cu::WriteSlot*>(base() + at.writes);
     auto* tiles = reinterpret_cast<const cu::WorkItem*>(base() + at.tiles);
     auto* basis = reinterpret_cast<const double*>(base() + at.basis);
-    auto* projectors = reinterpret_cast<float*>(base() + at.scratch);
+    auto* kept_bases = reinterpret_cast<float*>(base() + at.scratch);
     cu::stage_writes(plan_, plans, writes);
     for (const cu::ApplyBatch& batch : plan_.apply_batches) {
       aclora_emulation::launch(
           dim3(static_cast<unsigned>(batch.slot_count), 2), dim3(cu::block_threads), [&] {
-            kernels::projector_kernel(slots, writes, static_cast<std::int32_t>(batch.first_slot),
-                                      basis, projectors);
+            kernels::kept_basis_kernel(slots, writes, static_cast<std::int32_t>(batch.first_slot),
+                                       basis, kept_bases);
           });
       for (const cu::ProjectionLaunch& launch : batch.launches) {
         ASSERT_LE(cu::projection_shared_bytes(launch.max_rank),
@@ -261,16 +261,13 @@ class EmulatedBackend {
             dim3(static_cast<unsigned>(launch.tile_count)), dim3(cu::block_threads), [&] {
               switch (launch.shape.config) {
                 case 0:
-                  kernels::project_write_kernel<16, 64, 1>(slots, writes, first, projectors);
+                  kernels::project_write_kernel<64>(slots, writes, first, kept_bases);
                   break;
                 case 1:
-                  kernels::project_write_kernel<32, 64, 2>(slots, writes, first, projectors);
-                  break;
-                case 2:
-                  kernels::project_write_kernel<64, 64, 4>(slots, writes, first, projectors);
+                  kernels::project_write_kernel<32>(slots, writes, first, kept_bases);
                   break;
                 default:
-                  kernels::project_write_kernel<128, 32, 4>(slots, writes, first, projectors);
+                  kernels::project_write_kernel<8>(slots, writes, first, kept_bases);
               }
             });
       }
@@ -395,7 +392,7 @@ TEST(CudaKernelsEmulated, NonFiniteEntriesAreFlagged) {
 
 // The write, per policy: none gives the rank-K truncation; whole adds sigma Z with Z(i, j)
 // the core's draw i * cols + j; discarded gives P (X - sigma Z) + sigma Z along the rank
-// axis. Every rank class (one pass and two passes over R = 130), layout and axis.
+// axis. Every rank class (tiles of 64, 32 and 8 columns), layout, axis and q < R.
 TEST(CudaKernelsEmulated, WriteMatchesReferenceForEveryPolicy) {
   std::vector<Case> cases = layout_cases(cu::DType::f32);
   cases.push_back({20, 70, RankAxis::cols, Layout::row_major, cu::DType::f32});
@@ -403,6 +400,7 @@ TEST(CudaKernelsEmulated, WriteMatchesReferenceForEveryPolicy) {
   cases.push_back({16, 10, RankAxis::rows, Layout::row_major, cu::DType::f32});
   cases.push_back({130, 70, RankAxis::cols, Layout::row_major, cu::DType::f32});
   cases.push_back({8, 300, RankAxis::rows, Layout::row_major, cu::DType::bf16});
+  cases.push_back({300, 20, RankAxis::rows, Layout::row_major, cu::DType::f32});
   // Every case under `whole`; the other policies on one case per Gram source and pass count.
   const std::vector<Case> short_list{cases[0], cases[5], cases[9], cases[11]};
   for (NoisePolicy policy : {NoisePolicy::whole, NoisePolicy::none, NoisePolicy::discarded}) {

@@ -48,7 +48,7 @@ class Cuda {
   struct Options {
     cudaStream_t stream = nullptr;  ///< stream for all work (nullptr: the default stream)
     /// Bound on the batch scratch in bytes (partial Grams, packed copies, solver workspace,
-    /// projectors); larger models run in several batches. The per-layer state (an R x R
+    /// kept directions); larger models run in several batches. The per-layer state (an R x R
     /// fp64 basis and a few R-vectors per layer) and the tables come on top: see
     /// workspace_bytes().
     std::size_t workspace_limit = std::size_t{1} << 30;

@@ -107,40 +107,31 @@ constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;
 }
 
-/// Launch shape of the projection kernel for a rank class: output tiles of tile_rows x
-/// tile_cols per pass, each of the 256 threads owning rows_per_thread x 4 outputs.
+/// Launch shape of the projection kernel for a rank class: one block per tile of
+/// tile_cols columns of the R x n view, all R rows.
 struct ProjectionShape {
-  int config = 0;           ///< 0..3, selects the kernel instantiation
-  int tile_rows = 16;       ///< rows per pass (R is covered in ceil(R / tile_rows) passes)
-  int tile_cols = 64;       ///< columns of the view per block
-  int rows_per_thread = 1;  ///< rows of each thread's micro-tile
+  int config = 0;      ///< 0..2, selects the kernel instantiation
+  int tile_cols = 64;  ///< columns of the view per block
 };
 
-/// Rows of the k-slices staged in shared memory by the projection kernel.
-inline constexpr int projection_k_chunk = 16;
 /// Threads per block of every kernel of the backend.
 inline constexpr int block_threads = 256;
 
-/// The projection launch shape for rank R.
+/// The projection launch shape for rank R: narrower tiles for larger R keep the staged
+/// strip and its coefficients in shared memory.
 constexpr ProjectionShape projection_shape(std::int64_t rank) {
-  if (rank <= 16)
-    return {0, 16, 64, 1};
-  if (rank <= 32)
-    return {1, 32, 64, 2};
   if (rank <= 64)
-    return {2, 64, 64, 4};
-  return {3, 128, 32, 4};
+    return {0, 64};
+  if (rank <= 256)
+    return {1, 32};
+  return {2, 8};
 }
 
-/// Dynamic shared memory of the projection kernel for rank R: the k-slices of the
-/// projector and of the input, and the whole R x tile_cols output (padded rows).
+/// Dynamic shared memory of the projection kernel for rank R: the R x tile_cols strip and
+/// up to R x tile_cols coefficients (K <= R), rows padded by one float.
 constexpr std::size_t projection_shared_bytes(std::int64_t rank) {
   const ProjectionShape shape = projection_shape(rank);
-  const std::int64_t padded_rows = ceil_div(rank, shape.tile_rows) * shape.tile_rows;
-  const std::int64_t floats = projection_k_chunk * shape.tile_rows +
-                              projection_k_chunk * shape.tile_cols +
-                              padded_rows * (shape.tile_cols + 1);
-  return static_cast<std::size_t>(floats) * sizeof(float);
+  return static_cast<std::size_t>(2 * rank * (shape.tile_cols + 1)) * sizeof(float);
 }
 
 /// One layer in planning order, shared verbatim by host and device code (plain data).
@@ -159,13 +150,13 @@ struct LayerSlot {
   std::int32_t source = 0;             ///< GramSource
   std::int32_t layer = 0;              ///< index in the caller's layer list
   std::int32_t padding = 0;
-  std::uint64_t basis_offset = 0;      ///< doubles: Gram, then eigenvectors (R x R, col-major)
-  std::uint64_t vector_offset = 0;     ///< doubles: eigenvalues and row sums (R each)
-  std::uint64_t record_offset = 0;     ///< doubles: spectrum record (2R + 2)
-  std::uint64_t partial_offset = 0;    ///< floats in the batch's partial Grams (chunks R^2)
-  std::uint64_t row_sum_offset = 0;    ///< doubles in the batch's partial row sums (chunks R)
-  std::uint64_t packed_offset = 0;     ///< floats in the batch's packed copies (R n)
-  std::uint64_t projector_offset = 0;  ///< floats in the apply batch's projectors (R^2)
+  std::uint64_t basis_offset = 0;       ///< doubles: Gram, then eigenvectors (R x R, col-major)
+  std::uint64_t vector_offset = 0;      ///< doubles: eigenvalues and row sums (R each)
+  std::uint64_t record_offset = 0;      ///< doubles: spectrum record (2R + 2)
+  std::uint64_t partial_offset = 0;     ///< floats in the batch's partial Grams (chunks R^2)
+  std::uint64_t row_sum_offset = 0;     ///< doubles in the batch's partial row sums (chunks R)
+  std::uint64_t packed_offset = 0;      ///< floats in the batch's packed copies (R n)
+  std::uint64_t kept_basis_offset = 0;  ///< floats in the apply batch's fp32 U_K (R x K <= R^2)
 };
 
 /// What apply writes for one slot (uploaded once per apply).
@@ -256,7 +247,7 @@ struct ProjectionLaunch {
   std::size_t first_tile = 0, tile_count = 0;
 };
 
-/// Apply work over consecutive slots whose projectors fit the limit.
+/// Apply work over consecutive slots whose kept directions fit the limit.
 struct ApplyBatch {
   std::size_t first_slot = 0, slot_count = 0;
   std::int64_t max_rank = 0;
@@ -539,7 +530,7 @@ inline Plan make_plan(const std::vector<PlanInput>& inputs, std::size_t scratch_
     first += count;
   }
 
-  // Apply batches: one fp32 projector (R x R) per slot.
+  // Apply batches: room for an fp32 copy of U_K (at most R x R) per slot.
   first = 0;
   while (first < plan.slots.size()) {
     ApplyBatch batch;
@@ -550,7 +541,7 @@ inline Plan make_plan(const std::vector<PlanInput>& inputs, std::size_t scratch_
       const auto rank = static_cast<std::size_t>(plan.slots[s].rank);
       if (s > first && align_bytes((floats + rank * rank) * sizeof(float)) > scratch_limit)
         break;
-      plan.slots[s].projector_offset = floats;
+      plan.slots[s].kept_basis_offset = floats;
       floats += rank * rank;
     }
     batch.slot_count = s - first;
@@ -558,7 +549,7 @@ inline Plan make_plan(const std::vector<PlanInput>& inputs, std::size_t scratch_
     if (batch.scratch_bytes > scratch_limit) {
       throw Error("CUDA backend: " + detail::describe(plan.slots[first]) + " needs " +
                   std::to_string(batch.scratch_bytes) +
-                  " bytes for its projector, more than the workspace limit of " +
+                  " bytes for its kept directions, more than the workspace limit of " +
                   std::to_string(scratch_limit));
     }
     for (s = first; s < first + batch.slot_count; ++s) {
