@@ -47,7 +47,13 @@ struct NoiseCursor {
       cached_block = index / 4;
       gaussian_block<float>(write.key, cached_block, draws);
     }
-    return write.sigma * draws[index % 4];
+    // Constant indices keep the block in registers (no local-memory array).
+    const unsigned lane = static_cast<unsigned>(index % 4);
+    const float draw = lane == 0   ? draws[0]
+                       : lane == 1 ? draws[1]
+                       : lane == 2 ? draws[2]
+                                   : draws[3];
+    return write.sigma * draw;
   }
 };
 
