@@ -234,3 +234,51 @@ TEST(SdxlUNet, GradientCheckpointingGivesTheSameGradients) {
   }
   EXPECT_GT(total, 0.0);
 }
+
+namespace {
+
+// delta(x) = x @ A^T, a fixed test adapter with one parameter.
+class ScaledCopyAdapter : public sdxl::LinearAdapter {
+ public:
+  explicit ScaledCopyAdapter(torch::Tensor matrix) {
+    a = register_parameter("a", std::move(matrix));
+  }
+  torch::Tensor delta(const torch::Tensor& input) override { return torch::matmul(input, a.t()); }
+  torch::Tensor a;
+};
+
+}  // namespace
+
+// A Linear's adapter adds its delta to the output, shows its parameters under
+// "<linear>.adapter.", and detaching it restores the plain Linear.
+TEST(SdxlLayers, LinearAdapterAddsItsDelta) {
+  torch::manual_seed(3);
+  sdxl::Linear linear(3, 2, true, sdxl::BuildOptions{});
+  const torch::Tensor x = torch::randn({4, 3});
+  const torch::Tensor plain = linear(x);
+  const torch::Tensor a = torch::randn({2, 3});
+  linear->set_adapter(std::make_shared<ScaledCopyAdapter>(a));
+  EXPECT_TRUE(torch::allclose(linear(x), plain + torch::matmul(x, a.t())));
+  const auto names = parameter_shapes(*linear);
+  EXPECT_EQ(names.count("adapter.a"), 1u);
+  EXPECT_EQ(names.size(), 3u);
+  linear->set_adapter(nullptr);
+  EXPECT_TRUE(torch::equal(linear(x), plain));
+  EXPECT_EQ(linear->parameters().size(), 2u);
+}
+
+// Without initialisation (for checkpoint loading) nothing is drawn; on the
+// meta device parameters have shapes but no storage.
+TEST(SdxlLayers, BuildOptionsControlDeviceDtypeAndInit) {
+  sdxl::BuildOptions options;
+  options.dtype = torch::kBFloat16;
+  sdxl::Linear bf16(4, 5, true, options);
+  EXPECT_EQ(bf16->weight.scalar_type(), torch::kBFloat16);
+  const double bound = 1.0 / 2.0;  // 1/sqrt(in_features)
+  EXPECT_LE(bf16->weight.abs().max().item<float>(), bound);
+  options.device = torch::kMeta;
+  sdxl::Conv2d meta(4, 5, 3, 1, 1, options);
+  EXPECT_TRUE(meta->weight.is_meta());
+  EXPECT_EQ(meta->weight.sizes(), (std::vector<int64_t>{5, 4, 3, 3}));
+  EXPECT_FALSE(options.initializes());
+}

@@ -10,9 +10,9 @@
 /// first parameter is written. Stored F16 / BF16 / F32 / F64 values are
 /// converted to the requested dtype.
 ///
-/// Configurations: a folder's <component>/config.json; for a single file the
+/// Configurations: a folder's `<component>/config.json`; for a single file the
 /// SDXL base defaults, or the config.json files of a diffusers folder given as
-/// LoadOptions::config_folder (how the tiny test checkpoint is loaded, and how
+/// `LoadOptions::config_folder` (how the tiny test checkpoint is loaded, and how
 /// a fine-tuned model with another architecture would be).
 #pragma once
 
@@ -41,36 +41,36 @@ enum class KeyTransform {
 struct KeyMapping {
   std::string file_key;   ///< name in the single file, without the component prefix
   std::string model_key;  ///< parameter name of our module (= the diffusers key)
-  KeyTransform transform = KeyTransform::kNone;
+  KeyTransform transform = KeyTransform::kNone;  ///< how the stored tensor is reshaped
 };
 
-/// The UNet's complete table, model.diffusion_model.<file_key> <-> diffusers
+/// The UNet's complete table, `model.diffusion_model.<file_key>` <-> diffusers
 /// key, one entry per parameter of a UNet built from `config` (sdxl.md,
 /// "UNet LDM <-> diffusers"). Also the module-path map for kohya LoRA names.
 std::vector<KeyMapping> unet_ldm_key_table(const UNetConfig& config);
 
-/// The VAE's complete table, first_stage_model.<file_key> <-> diffusers key.
+/// The VAE's complete table, `first_stage_model.<file_key>` <-> diffusers key.
 std::vector<KeyMapping> vae_ldm_key_table(const VaeConfig& config);
 
 /// Which parts to load and how.
 struct LoadOptions {
   torch::Dtype dtype = torch::kFloat32;  ///< parameter dtype of the built models
-  torch::Device device = torch::kCPU;
+  torch::Device device = torch::kCPU;    ///< parameter device
   /// Diffusers folder: use the *.fp16.safetensors files where present (the
   /// regular files otherwise). Values are converted to `dtype` either way.
   bool prefer_fp16_variant = false;
   /// Single file: read unet/, vae/, text_encoder/, text_encoder_2/ config.json
   /// from this diffusers folder instead of using the SDXL base defaults.
   std::optional<std::filesystem::path> config_folder;
-  bool load_unet = true;
-  bool load_vae = true;
-  bool load_text_encoders = true;
+  bool load_unet = true;           ///< build and load the UNet
+  bool load_vae = true;            ///< build and load the VAE
+  bool load_text_encoders = true;  ///< build and load both text encoders
 };
 
 /// The loaded models; those not requested are null.
 struct SdxlModels {
-  UNet unet{nullptr};
-  AutoencoderKL vae{nullptr};
+  UNet unet{nullptr};                        ///< the UNet
+  AutoencoderKL vae{nullptr};                ///< the VAE
   ClipTextModel text_encoder{nullptr};       ///< CLIP ViT-L/14
   ClipTextModel text_encoder_2{nullptr};     ///< OpenCLIP ViT-bigG/14 with projection
   std::vector<std::filesystem::path> files;  ///< the weight files read

@@ -27,9 +27,11 @@ struct BuildOptions {
   /// about to be loaded from a checkpoint. Always false on the meta device.
   bool initialize = true;
 
+  /// The tensor options (dtype, device) parameters are created with.
   torch::TensorOptions tensor_options() const {
     return torch::TensorOptions().dtype(dtype).device(device);
   }
+  /// True when parameters get their random initial values.
   bool initializes() const { return initialize && device.type() != torch::kMeta; }
 };
 
@@ -46,68 +48,87 @@ class LinearAdapter : public torch::nn::Module {
 /// y = x W^T + b (PyTorch's Linear, default initialisation U(+-1/sqrt(in))).
 class LinearImpl : public torch::nn::Module {
  public:
+  /// @param in_features input width  @param out_features output width
+  /// @param with_bias whether a bias is added  @param options dtype, device, init
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
              const BuildOptions& options);
+  /// @param input [..., in_features]  @return [..., out_features]
   torch::Tensor forward(const torch::Tensor& input);
 
   /// Attaches (or, with nullptr, removes) the adapter whose delta is added to
   /// the output. The adapter is registered as the child module "adapter".
   void set_adapter(std::shared_ptr<LinearAdapter> adapter);
+  /// The attached adapter, or nullptr.
   const std::shared_ptr<LinearAdapter>& adapter() const { return adapter_; }
 
-  int64_t in_features;
-  int64_t out_features;
+  int64_t in_features;   ///< input width
+  int64_t out_features;  ///< output width
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor bias;    ///< [out_features], undefined without bias
 
  private:
   std::shared_ptr<LinearAdapter> adapter_;
 };
+/// Module holder (shared pointer) of LinearImpl.
 TORCH_MODULE(Linear);
 
 /// 2-D convolution with square kernel, stride and symmetric zero padding.
 class Conv2dImpl : public torch::nn::Module {
  public:
+  /// @param in_channels input channels  @param out_channels output channels
+  /// @param kernel kernel size  @param stride stride  @param padding zero padding per side
+  /// @param options dtype, device, init
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
              int64_t padding, const BuildOptions& options);
+  /// @param input [B, in_channels, H, W]  @return [B, out_channels, H', W']
   torch::Tensor forward(const torch::Tensor& input);
 
-  int64_t stride;
-  int64_t padding;
+  int64_t stride;        ///< stride in both directions
+  int64_t padding;       ///< zero padding on every side
   torch::Tensor weight;  ///< [out, in, kernel, kernel]
   torch::Tensor bias;    ///< [out]
 };
+/// Module holder (shared pointer) of Conv2dImpl.
 TORCH_MODULE(Conv2d);
 
 /// Group normalisation over NC... input with affine weight and bias.
 class GroupNormImpl : public torch::nn::Module {
  public:
+  /// @param groups group count (divides channels, else std::invalid_argument)
+  /// @param channels channel count  @param eps variance epsilon  @param options dtype, device
   GroupNormImpl(int64_t groups, int64_t channels, double eps, const BuildOptions& options);
+  /// @param input [B, channels, ...]  @return the same shape
   torch::Tensor forward(const torch::Tensor& input);
 
-  int64_t groups;
-  double eps;
-  torch::Tensor weight;
-  torch::Tensor bias;
+  int64_t groups;        ///< group count
+  double eps;            ///< variance epsilon
+  torch::Tensor weight;  ///< [channels], initially 1
+  torch::Tensor bias;    ///< [channels], initially 0
 };
+/// Module holder (shared pointer) of GroupNormImpl.
 TORCH_MODULE(GroupNorm);
 
 /// Layer normalisation over the last dimension with affine weight and bias.
 class LayerNormImpl : public torch::nn::Module {
  public:
+  /// @param features width of the last dimension  @param eps variance epsilon
+  /// @param options dtype, device
   LayerNormImpl(int64_t features, double eps, const BuildOptions& options);
+  /// @param input [..., features]  @return the same shape
   torch::Tensor forward(const torch::Tensor& input);
 
-  int64_t features;
-  double eps;
-  torch::Tensor weight;
-  torch::Tensor bias;
+  int64_t features;      ///< normalised width
+  double eps;            ///< variance epsilon
+  torch::Tensor weight;  ///< [features], initially 1
+  torch::Tensor bias;    ///< [features], initially 0
 };
+/// Module holder (shared pointer) of LayerNormImpl.
 TORCH_MODULE(LayerNorm);
 
 /// A module with no parameters and no effect, holding a slot in a ModuleList
 /// (diffusers keeps Dropout layers there, e.g. to_out.1 and ff.net.1).
 class PlaceholderImpl : public torch::nn::Module {};
+/// Module holder (shared pointer) of PlaceholderImpl.
 TORCH_MODULE(Placeholder);
 
 /// softmax(q k^T / sqrt(d)) v for q [B, H, N, d], k and v [B, H, M, d]; uses
