@@ -16,6 +16,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -43,7 +44,10 @@ void for_each_slice(const at::Device& device, std::int64_t count, F&& f) {
     f(std::int64_t{0}, count);
     return;
   }
-  at::parallel_for(0, count, 1, [&](std::int64_t begin, std::int64_t end) { f(begin, end); });
+  at::parallel_for(0, count, 1, [&](std::int64_t begin, std::int64_t end) {
+    const c10::AutoGradMode no_grad(false);  // grad mode is per thread: off in the workers too
+    f(begin, end);
+  });
 }
 
 /// Reads layers [begin, end) of the chunk into one (end - begin) x R x n float64 tensor.

@@ -45,7 +45,9 @@ class Torch {
   /// Backend settings.
   struct Options {
     /// Largest batch, in matrix entries (float64 working copies of this size are made).
-    std::int64_t chunk_elements = std::int64_t{1} << 25;
+    /// 0: automatic, 2^20 on the CPU (working copies stay in the allocator's reused heap
+    /// and near the caches) and 2^26 on other devices (large batches fill the device).
+    std::int64_t chunk_elements = 0;
   };
 
   Torch() = default;
@@ -120,9 +122,13 @@ class Torch {
       groups[torch::GroupKey::of(layers[i].matrix, layers[i].axis)].push_back(i);
     std::vector<torch::Chunk> chunks;
     for (const auto& [key, members] : groups) {
+      const bool cpu = key.device_type == static_cast<std::int32_t>(c10::DeviceType::CPU);
+      const std::int64_t budget = options_.chunk_elements > 0 ? options_.chunk_elements
+                                  : cpu                       ? std::int64_t{1} << 20
+                                                              : std::int64_t{1} << 26;
       const std::int64_t per_layer = key.rank * key.length;
       const std::int64_t per_chunk =
-          std::max<std::int64_t>(1, options_.chunk_elements / std::max<std::int64_t>(1, per_layer));
+          std::max<std::int64_t>(1, budget / std::max<std::int64_t>(1, per_layer));
       for (std::size_t first = 0; first < members.size();
            first += static_cast<std::size_t>(per_chunk)) {
         const std::size_t last =
