@@ -318,6 +318,28 @@ TEST(TextEncoderKeys, HuggingFaceAndOpenClipLoadIdentically) {
   fs::remove(oc);
 }
 
+// A transformers 5 CLIPTextModel file (keys without "text_model.") loads through
+// the plain HF naming.
+TEST(TextEncoderKeys, FlatHuggingFaceNamesLoad) {
+  torch::manual_seed(10);
+  const auto config = tiny_config(sdxl::ClipActivation::kQuickGelu, 0);
+  sdxl::ClipTextModel source(config);
+  const fs::path path = temp_path("flat.safetensors");
+  st::Writer writer;
+  for (const auto& item : source->named_parameters())
+    writer.add(item.key().substr(std::string("text_model.").size()), shape_of(item.value()),
+               values_of(item.value()));
+  writer.add("embeddings.position_ids", {10}, std::vector<std::int64_t>(10, 0));
+  writer.write(path);
+  sdxl::ClipTextModel loaded(config);
+  const auto reader = st::Reader::open(path);
+  const auto report =
+      sdxl::load_text_encoder(*loaded, reader, "", sdxl::TextEncoderNaming::kHuggingFace);
+  expect_same_parameters(*source, *loaded);
+  EXPECT_EQ(report.ignored_keys, std::vector<std::string>{"embeddings.position_ids"});
+  fs::remove(path);
+}
+
 // Half-precision storage converts to the model's dtype (values fp16-exact here).
 TEST(TextEncoderKeys, Fp16StorageConverts) {
   torch::manual_seed(7);

@@ -36,12 +36,15 @@ std::vector<TextEncoderKeySource> text_encoder_key_table(const ClipTextConfig& c
   const int64_t h = config.hidden_size;
   const int64_t mlp = config.intermediate_size;
   const std::string pre(prefix);
-  const bool hf = naming == TextEncoderNaming::kHuggingFace;
+  const bool hf = naming != TextEncoderNaming::kOpenClip;
+  const bool flat = naming == TextEncoderNaming::kHuggingFaceFlat;
   std::vector<TextEncoderKeySource> table;
   const auto same = [&](std::string parameter, const std::string& open_clip_key,
                         std::vector<int64_t> shape) {
-    table.push_back(
-        {parameter, pre + (hf ? parameter : open_clip_key), 0, -1, false, std::move(shape)});
+    std::string file_key = hf ? parameter : open_clip_key;
+    if (flat && starts_with(file_key, "text_model."))
+      file_key.erase(0, 11);
+    table.push_back({parameter, pre + file_key, 0, -1, false, std::move(shape)});
   };
 
   same("text_model.embeddings.token_embedding.weight", "token_embedding.weight",
@@ -95,6 +98,8 @@ std::vector<TextEncoderKeySource> text_encoder_key_table(const ClipTextConfig& c
 bool is_ignored_text_encoder_key(std::string_view relative_key, TextEncoderNaming naming) {
   if (naming == TextEncoderNaming::kHuggingFace)
     return relative_key == "text_model.embeddings.position_ids" || relative_key == "logit_scale";
+  if (naming == TextEncoderNaming::kHuggingFaceFlat)
+    return relative_key == "embeddings.position_ids" || relative_key == "logit_scale";
   return relative_key == "logit_scale" || relative_key == "attn_mask";
 }
 
@@ -107,6 +112,12 @@ std::vector<std::string> TextEncoderLoadReport::consumed_keys() const {
 TextEncoderLoadReport load_text_encoder(ClipTextModelImpl& model, const st::Reader& reader,
                                         std::string_view prefix, TextEncoderNaming naming) {
   const std::string where = reader.label() + ": ";
+  // A transformers 5 CLIPTextModel file has no "text_model." in its keys.
+  const std::string pre(prefix);
+  if (naming == TextEncoderNaming::kHuggingFace &&
+      !reader.contains(pre + "text_model.embeddings.token_embedding.weight") &&
+      reader.contains(pre + "embeddings.token_embedding.weight"))
+    naming = TextEncoderNaming::kHuggingFaceFlat;
   const auto table = text_encoder_key_table(model.config(), naming, prefix);
 
   // 1. The table must describe the model exactly (adapter parameters aside).

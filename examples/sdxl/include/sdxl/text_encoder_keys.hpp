@@ -38,7 +38,11 @@ namespace sdxl {
 /// Naming scheme of text-encoder keys in a checkpoint.
 enum class TextEncoderNaming {
   kHuggingFace,  ///< transformers CLIPTextModel(WithProjection) names
-  kOpenClip,     ///< open_clip / SGM FrozenOpenCLIPEmbedder2 names
+  /// The same names without the leading "text_model." (transformers 5 saves a
+  /// CLIPTextModel so; "text_projection.weight" keeps its name). load_text_encoder
+  /// switches to it by itself when a kHuggingFace file is laid out this way.
+  kHuggingFaceFlat,
+  kOpenClip,  ///< open_clip / SGM FrozenOpenCLIPEmbedder2 names
 };
 
 /// Thrown when checkpoint tensors do not fit a model; the message names the key.
@@ -68,7 +72,8 @@ std::vector<TextEncoderKeySource> text_encoder_key_table(const ClipTextConfig& c
 
 /// True for keys (relative to the prefix) that are known and deliberately not
 /// loaded: HF "text_model.embeddings.position_ids" (a buffer), "logit_scale";
-/// OpenCLIP "logit_scale", "attn_mask" (a buffer).
+/// flat HF "embeddings.position_ids", "logit_scale"; OpenCLIP "logit_scale",
+/// "attn_mask" (a buffer).
 bool is_ignored_text_encoder_key(std::string_view relative_key, TextEncoderNaming naming);
 
 /// What load_text_encoder took from the file; full keys, sorted.
