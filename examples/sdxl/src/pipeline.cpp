@@ -8,28 +8,28 @@
 namespace sdxl {
 namespace {
 
+// The tokenizer source: --tokenizer, else the model folder, else the config folder.
+std::optional<std::filesystem::path> tokenizer_source(const std::filesystem::path& model,
+                                                      const PipelineOptions& options) {
+  if (options.tokenizer)
+    return options.tokenizer;
+  if (std::filesystem::is_directory(model))
+    return model;
+  return options.load.config_folder;
+}
+
 std::pair<std::shared_ptr<const ClipTokenizer>, std::shared_ptr<const ClipTokenizer>>
-load_tokenizers(const std::filesystem::path& model, const PipelineOptions& options) {
-  std::optional<std::filesystem::path> source = options.tokenizer;
-  if (!source && std::filesystem::is_directory(model))
-    source = model;
-  if (!source && options.load.config_folder)
-    source = options.load.config_folder;
-  if (!source) {
-    throw std::runtime_error(model.string() +
-                             ": a single-file checkpoint carries no tokenizer; give one with "
-                             "--tokenizer (a diffusers folder or bpe_simple_vocab_16e6.txt.gz)");
-  }
-  if (std::filesystem::is_directory(*source)) {
+load_tokenizers(const std::filesystem::path& source) {
+  if (std::filesystem::is_directory(source)) {
     return {std::make_shared<const ClipTokenizer>(
-                ClipTokenizer::from_folder(*source / "tokenizer", PadToken::kEndOfText)),
+                ClipTokenizer::from_folder(source / "tokenizer", PadToken::kEndOfText)),
             std::make_shared<const ClipTokenizer>(
-                ClipTokenizer::from_folder(*source / "tokenizer_2", PadToken::kExclamation))};
+                ClipTokenizer::from_folder(source / "tokenizer_2", PadToken::kExclamation))};
   }
   return {std::make_shared<const ClipTokenizer>(
-              ClipTokenizer::from_bpe_gz(*source, PadToken::kEndOfText)),
+              ClipTokenizer::from_bpe_gz(source, PadToken::kEndOfText)),
           std::make_shared<const ClipTokenizer>(
-              ClipTokenizer::from_bpe_gz(*source, PadToken::kExclamation))};
+              ClipTokenizer::from_bpe_gz(source, PadToken::kExclamation))};
 }
 
 SdxlTextConditioner make_conditioner(const SdxlModels& models,
@@ -46,8 +46,15 @@ SdxlTextConditioner make_conditioner(const SdxlModels& models,
 
 SdxlPipeline SdxlPipeline::load(const std::filesystem::path& model,
                                 const PipelineOptions& options) {
-  auto [tokenizer_1, tokenizer_2] = load_tokenizers(model, options);
+  // The models first: their loader says what a wrong file is (a LoRA, an SD 1.5 model).
   SdxlModels models = load_sdxl(model, options.load);
+  const auto source = tokenizer_source(model, options);
+  if (!source) {
+    throw std::runtime_error(model.string() +
+                             ": a single-file checkpoint carries no tokenizer; give one with "
+                             "--tokenizer (a diffusers folder or bpe_simple_vocab_16e6.txt.gz)");
+  }
+  auto [tokenizer_1, tokenizer_2] = load_tokenizers(*source);
   // The SDXL VAE overflows in fp16: keep it in fp32 then.
   if (options.load.dtype == torch::kFloat16)
     models.vae->to(torch::kFloat32);
