@@ -10,6 +10,8 @@
 # each under `timeout`. Results (GoogleTest and Google Benchmark JSON, logs, summary.txt)
 # go to OUT_DIR. --build-only skips the GPU check and stops after the build (for machines
 # without a GPU). Needs GoogleTest, Google Benchmark and Eigen 3.4 findable by CMake.
+# Environment: ACLORA_CUDA_ARCH (90), ACLORA_JOBS (16), ACLORA_BUILD_TIMEOUT (420 s),
+# ACLORA_PEER_STRIDE (2: peers timed on every 2nd factor, scaled), ACLORA_DEVICE_BUILD_DIR.
 #
 # Torch on CUDA: test_conformance_torch instantiates its suite for CPU tensors and for
 # CUDA tensors (TorchTraits<true>), which runs whenever torch::cuda::is_available(); no
@@ -74,7 +76,14 @@ fi
 # 3. Configure and build only the targets run below.
 arch=${ACLORA_CUDA_ARCH:-90}
 jobs=${ACLORA_JOBS:-16}
-configure=(cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
+build_timeout=${ACLORA_BUILD_TIMEOUT:-420}
+# Ninja builds all targets in one parallel run; CMake's Makefiles build goals one after
+# another, so without Ninja the CUDA and the Torch targets build as two parallel runs.
+generator=()
+if command -v ninja >/dev/null 2>&1 && [[ ! -f $build/Makefile ]]; then
+  generator=(-G Ninja)
+fi
+configure=(cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
   -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch"
   -DACLORA_WITH_CUDA=ON -DACLORA_BUILD_EXAMPLES=OFF -DACLORA_BUILD_DOCS=OFF
   -DACLORA_SANITIZED_TESTS=OFF -DACLORA_INSTALL=OFF)
@@ -83,8 +92,7 @@ note "configure: ${configure[*]}"
 timeout 180 "${configure[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; fail "configure failed (log: $out/configure.log)"; }
 
-# All targets in one parallel build (keep going past a failing target); a target counts
-# as built when its executable exists.
+# Keep going past a failing target; a target counts as built when its executable exists.
 declare -A binary=(
   [test_cuda]=tests/cuda/test_cuda
   [test_conformance_cuda]=tests/cuda/test_conformance_cuda
@@ -94,15 +102,29 @@ declare -A binary=(
 )
 targets=(test_cuda test_conformance_cuda bench_restart_cuda test_conformance_torch bench_restart_torch)
 for target in "${targets[@]}"; do rm -f "$build/${binary[$target]}"; done
-timeout 420 cmake --build "$build" --target "${targets[@]}" -j "$jobs" -- -k >"$out/build.log" 2>&1 ||
-  { grep -E "error|Error" "$out/build.log" | head -20; note "build reported errors (log: $out/build.log)"; }
+cuda_group=(test_cuda test_conformance_cuda bench_restart_cuda)
+torch_group=(test_conformance_torch bench_restart_torch)
+if [[ -f $build/build.ninja ]]; then
+  timeout "$build_timeout" cmake --build "$build" --target "${targets[@]}" -j "$jobs" -- -k 0 \
+    >"$out/build.log" 2>&1 || note "build reported errors (log: $out/build.log)"
+else
+  half=$(((jobs + 1) / 2))
+  timeout "$build_timeout" cmake --build "$build" --target "${cuda_group[@]}" -j "$half" -- -k \
+    >"$out/build_cuda.log" 2>&1 &
+  cuda_pid=$!
+  timeout "$build_timeout" cmake --build "$build" --target "${torch_group[@]}" -j "$half" -- -k \
+    >"$out/build_torch.log" 2>&1 &
+  torch_pid=$!
+  wait $cuda_pid || note "CUDA targets: build reported errors (log: $out/build_cuda.log)"
+  wait $torch_pid || note "Torch targets: build reported errors (log: $out/build_torch.log)"
+fi
 built=()
 for target in "${targets[@]}"; do
   if [[ -x $build/${binary[$target]} ]]; then
     built+=("$target")
     note "built $target"
   else
-    note "BUILD FAILED: $target (log: $out/build.log)"
+    note "BUILD FAILED: $target (logs: $out/build*.log)"
   fi
 done
 note "build done after $(($(date +%s) - start)) s"

@@ -10,6 +10,7 @@
 #include "aclora/backends/cuda/plan.hpp"
 
 namespace aclora::backends::cuda::kernels {
+/// @cond INTERNAL (kernels: documented in the source, not part of the API)
 
 /// Copies slot `slot_index` (any strides) into a contiguous fp32 R x n buffer with
 /// leading dimension R (column c at packed + c * R).
@@ -163,5 +164,7 @@ static __global__ void __launch_bounds__(block_threads)
     record[2 * rank + 1] = static_cast<double>(static_cast<int>(status));
   }
 }
+
+/// @endcond
 
 }  // namespace aclora::backends::cuda::kernels

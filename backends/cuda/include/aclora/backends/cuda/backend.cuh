@@ -61,7 +61,9 @@ class Cuda {
   Cuda() : state_(std::make_unique<cuda::Workspace>()) {}
   /// A backend with the given settings (no CUDA call is made before the first use).
   explicit Cuda(Options options) : options_(options), state_(std::make_unique<cuda::Workspace>()) {}
+  /// Takes over another backend's handles and workspace.
   Cuda(Cuda&&) noexcept = default;
+  /// Takes over another backend's handles and workspace.
   Cuda& operator=(Cuda&&) noexcept = default;
 
   /// The settings.

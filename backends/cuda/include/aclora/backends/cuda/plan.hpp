@@ -50,12 +50,13 @@ inline constexpr std::int64_t max_rank = 1024;
 /// r * noise_rank_step + c * noise_length_step of the layer's stream (the core's logical
 /// row-major numbering of the original rows x cols matrix).
 struct RankMajorView {
-  std::int64_t rank = 0;
-  std::int64_t length = 0;
-  std::int64_t rank_stride = 0;
-  std::int64_t length_stride = 0;
-  std::int64_t noise_rank_step = 0;
-  std::int64_t noise_length_step = 0;
+  std::int64_t rank = 0;               ///< R: length of the rank axis
+  std::int64_t length = 0;             ///< n: length of the other axis
+  std::int64_t rank_stride = 0;        ///< elements between consecutive rows of the view
+  std::int64_t length_stride = 0;      ///< elements between consecutive columns of the view
+  std::int64_t noise_rank_step = 0;    ///< draw-index step along the rank axis
+  std::int64_t noise_length_step = 0;  ///< draw-index step along the other axis
+  /// Field-wise equality.
   friend bool operator==(const RankMajorView&, const RankMajorView&) = default;
 };
 
@@ -137,19 +138,19 @@ constexpr std::size_t projection_shared_bytes(std::int64_t rank) {
 /// One layer in planning order, shared verbatim by host and device code (plain data).
 /// Offsets count elements of the named array.
 struct LayerSlot {
-  void* data = nullptr;                ///< first entry of the user's matrix
-  std::int32_t dtype = 0;              ///< DType
-  std::int32_t rank = 0;               ///< R
-  std::int64_t length = 0;             ///< n
-  std::int64_t rank_stride = 0;        ///< view strides (elements)
-  std::int64_t length_stride = 0;      ///<
-  std::int64_t noise_rank_step = 0;    ///< noise numbering
-  std::int64_t noise_length_step = 0;  ///<
-  std::int64_t chunk_width = 0;        ///< Gram columns per partial
-  std::int32_t chunks = 0;             ///< partials: ceil(n / chunk_width)
-  std::int32_t source = 0;             ///< GramSource
-  std::int32_t layer = 0;              ///< index in the caller's layer list
-  std::int32_t padding = 0;
+  void* data = nullptr;                 ///< first entry of the user's matrix
+  std::int32_t dtype = 0;               ///< DType
+  std::int32_t rank = 0;                ///< R
+  std::int64_t length = 0;              ///< n
+  std::int64_t rank_stride = 0;         ///< view stride along R (elements)
+  std::int64_t length_stride = 0;       ///< view stride along n (elements)
+  std::int64_t noise_rank_step = 0;     ///< draw-index step along R
+  std::int64_t noise_length_step = 0;   ///< draw-index step along n
+  std::int64_t chunk_width = 0;         ///< Gram columns per partial
+  std::int32_t chunks = 0;              ///< partials: ceil(n / chunk_width)
+  std::int32_t source = 0;              ///< GramSource
+  std::int32_t layer = 0;               ///< index in the caller's layer list
+  std::int32_t padding = 0;             ///< unused (alignment)
   std::uint64_t basis_offset = 0;       ///< doubles: Gram, then eigenvectors (R x R, col-major)
   std::uint64_t vector_offset = 0;      ///< doubles: eigenvalues and row sums (R each)
   std::uint64_t record_offset = 0;      ///< doubles: spectrum record (2R + 2)
@@ -161,17 +162,17 @@ struct LayerSlot {
 
 /// What apply writes for one slot (uploaded once per apply).
 struct WriteSlot {
-  NoiseKey key;             ///< noise stream
-  float sigma = 0.0f;       ///< noise standard deviation
-  std::int32_t kept = 0;    ///< min(K, q) directions kept
-  std::int32_t policy = 0;  ///< NoisePolicy
-  std::int32_t padding = 0;
+  NoiseKey key;              ///< noise stream
+  float sigma = 0.0f;        ///< noise standard deviation
+  std::int32_t kept = 0;     ///< min(K, q) directions kept
+  std::int32_t policy = 0;   ///< NoisePolicy
+  std::int32_t padding = 0;  ///< unused (alignment)
 };
 
 /// A block's work: a slot and a Gram chunk (analysis) or a column tile (apply).
 struct WorkItem {
-  std::int32_t slot = 0;
-  std::int32_t index = 0;
+  std::int32_t slot = 0;   ///< index into Plan::slots
+  std::int32_t index = 0;  ///< chunk or column tile of that slot
 };
 
 /// Spectrum record layout: R singular values, R component sums, entry sum, status.
@@ -189,13 +190,13 @@ enum class SlotStatus : int {
 
 /// One batched cuBLAS call over Gram chunks that share (dtype, source, R, k, lda).
 struct GemmCall {
-  DType dtype = DType::f32;
+  DType dtype = DType::f32;      ///< type of the operands (fp32 for packed copies)
   bool rank_contiguous = false;  ///< A A^T (true) or A^T A (false)
-  std::int32_t rank = 0;
-  std::int32_t depth = 0;  ///< k: columns in each chunk
-  std::int64_t lda = 0;
-  std::size_t first_item = 0;  ///< into Plan::items
-  std::size_t count = 0;
+  std::int32_t rank = 0;         ///< R
+  std::int32_t depth = 0;        ///< k: columns in each chunk
+  std::int64_t lda = 0;          ///< leading dimension of the operands
+  std::size_t first_item = 0;    ///< into Plan::items
+  std::size_t count = 0;         ///< products in the call
 };
 
 /// Most products per batched cuBLAS call (kept below the 65535 grid limit).
@@ -203,9 +204,9 @@ inline constexpr std::size_t max_gemm_batch = 65535;
 
 /// Consecutive slots of one rank: one batched eigen-solve.
 struct EigenRun {
-  std::int32_t rank = 0;
-  std::size_t first_slot = 0;
-  std::size_t count = 0;
+  std::int32_t rank = 0;       ///< R
+  std::size_t first_slot = 0;  ///< first slot of the run
+  std::size_t count = 0;       ///< matrices in the run
 };
 
 /// Largest R * R * count of one batched eigen-solve (cuSOLVER's 32-bit indexing).
@@ -213,8 +214,8 @@ inline constexpr std::size_t max_eigen_batch_entries = 2147483647;
 
 /// Solver workspace (device and host bytes) for `count` matrices of rank R.
 struct SolverBytes {
-  std::size_t device = 0;
-  std::size_t host = 0;
+  std::size_t device = 0;  ///< device workspace bytes
+  std::size_t host = 0;    ///< host workspace bytes
 };
 /// Asks the eigen-solver for its workspace (the CUDA backend queries cuSOLVER).
 using SolverQuery = std::function<SolverBytes(std::int32_t rank, std::size_t count)>;
@@ -228,31 +229,35 @@ constexpr std::size_t align_bytes(std::size_t bytes) {
 
 /// Analysis work over consecutive slots whose scratch fits the limit.
 struct AnalysisBatch {
-  std::size_t first_slot = 0, slot_count = 0;
-  std::size_t first_item = 0, item_count = 0;
-  std::size_t row_sums_at = 0;  ///< byte offsets inside the scratch region
-  std::size_t packed_at = 0;
-  std::size_t solver_at = 0;
+  std::size_t first_slot = 0;         ///< first slot of the batch
+  std::size_t slot_count = 0;         ///< slots in the batch
+  std::size_t first_item = 0;         ///< first Gram chunk (Plan::items)
+  std::size_t item_count = 0;         ///< Gram chunks in the batch
+  std::size_t row_sums_at = 0;        ///< scratch byte offset of the partial row sums
+  std::size_t packed_at = 0;          ///< scratch byte offset of the packed copies
+  std::size_t solver_at = 0;          ///< scratch byte offset of the solver workspace
   std::size_t solver_bytes = 0;       ///< device bytes for the solver (largest run)
   std::size_t solver_host_bytes = 0;  ///< host bytes for the solver (largest run)
   std::size_t scratch_bytes = 0;      ///< all of the above
-  std::vector<GemmCall> gemms;
-  std::vector<EigenRun> eigen_runs;
+  std::vector<GemmCall> gemms;        ///< batched Gram products
+  std::vector<EigenRun> eigen_runs;   ///< batched eigen-solves
 };
 
 /// One projection launch: consecutive tiles of one rank class.
 struct ProjectionLaunch {
-  ProjectionShape shape;
-  std::int64_t max_rank = 0;  ///< largest R among its slots (shared memory size)
-  std::size_t first_tile = 0, tile_count = 0;
+  ProjectionShape shape;       ///< kernel instantiation and tile width
+  std::int64_t max_rank = 0;   ///< largest R among its slots (shared memory size)
+  std::size_t first_tile = 0;  ///< into Plan::tiles
+  std::size_t tile_count = 0;  ///< blocks of the launch
 };
 
 /// Apply work over consecutive slots whose kept directions fit the limit.
 struct ApplyBatch {
-  std::size_t first_slot = 0, slot_count = 0;
-  std::int64_t max_rank = 0;
-  std::size_t scratch_bytes = 0;
-  std::vector<ProjectionLaunch> launches;
+  std::size_t first_slot = 0;              ///< first slot of the batch
+  std::size_t slot_count = 0;              ///< slots in the batch
+  std::int64_t max_rank = 0;               ///< largest R in the batch
+  std::size_t scratch_bytes = 0;           ///< fp32 U_K copies of the batch
+  std::vector<ProjectionLaunch> launches;  ///< one per rank class
 };
 
 /// The arguments of one batched cuBLAS call (column-major BLAS semantics): every product is
@@ -260,10 +265,14 @@ struct ApplyBatch {
 /// Gram X X^T. Rank-contiguous chunks are R x k matrices (lda >= R): C = A A^T. Length-
 /// contiguous chunks are k x R matrices (lda >= k): C = A^T A.
 struct GemmArguments {
-  bool transpose_a = false;
-  bool transpose_b = false;
-  int m = 0, n = 0, k = 0;
-  int lda = 0, ldb = 0, ldc = 0;
+  bool transpose_a = false;  ///< op_a = transpose
+  bool transpose_b = false;  ///< op_b = transpose
+  int m = 0;                 ///< rows of C
+  int n = 0;                 ///< columns of C
+  int k = 0;                 ///< inner dimension
+  int lda = 0;               ///< leading dimension of A
+  int ldb = 0;               ///< leading dimension of B
+  int ldc = 0;               ///< leading dimension of C
 };
 
 /// The cuBLAS arguments of a Gram call.
@@ -300,22 +309,36 @@ inline float* gram_partial(const LayerSlot& slot, std::int32_t chunk, float* par
 /// Byte offsets of the regions of the device workspace. The tables come first, in the same
 /// order as in the pinned host copy, so one copy uploads them.
 struct DeviceLayout {
-  std::size_t slots = 0, items = 0, tiles = 0, gemm_a = 0, gemm_c = 0, tables_end = 0;
-  std::size_t writes = 0, basis = 0, eigenvalues = 0, row_sums = 0, records = 0, flags = 0,
-              infos = 0, scratch = 0, total = 0;
+  std::size_t slots = 0;        ///< LayerSlot table
+  std::size_t items = 0;        ///< Gram chunk table
+  std::size_t tiles = 0;        ///< projection tile table
+  std::size_t gemm_a = 0;       ///< cuBLAS operand pointers
+  std::size_t gemm_c = 0;       ///< cuBLAS result pointers
+  std::size_t tables_end = 0;   ///< end of the tables uploaded together
+  std::size_t writes = 0;       ///< WriteSlot table (uploaded by apply)
+  std::size_t basis = 0;        ///< Grams, then eigenvectors (fp64)
+  std::size_t eigenvalues = 0;  ///< eigenvalues (fp64)
+  std::size_t row_sums = 0;     ///< row sums of the views (fp64)
+  std::size_t records = 0;      ///< spectrum records (fp64)
+  std::size_t flags = 0;        ///< Gram overflow flags (int)
+  std::size_t infos = 0;        ///< solver infos (int)
+  std::size_t scratch = 0;      ///< batch scratch
+  std::size_t total = 0;        ///< bytes in all
 };
 
 /// Everything the backend needs to run analysis and apply for one list of layers.
 struct Plan {
-  std::vector<LayerSlot> slots;  ///< planning order: sorted by group key
-  std::vector<WorkItem> items;   ///< Gram chunks, per batch, per gemm call
-  std::vector<WorkItem> tiles;   ///< projection tiles, per apply batch, per launch
-  std::vector<AnalysisBatch> analysis_batches;
-  std::vector<ApplyBatch> apply_batches;
-  std::size_t basis_doubles = 0, vector_doubles = 0, record_doubles = 0;
-  std::size_t scratch_bytes = 0;  ///< largest batch scratch (analysis or apply)
-  std::size_t solver_host_bytes = 0;
-  DeviceLayout layout;
+  std::vector<LayerSlot> slots;                 ///< planning order: sorted by group key
+  std::vector<WorkItem> items;                  ///< Gram chunks, per batch, per gemm call
+  std::vector<WorkItem> tiles;                  ///< projection tiles, per apply batch, per launch
+  std::vector<AnalysisBatch> analysis_batches;  ///< analysis in batches
+  std::vector<ApplyBatch> apply_batches;        ///< writes in batches
+  std::size_t basis_doubles = 0;                ///< sum of R^2
+  std::size_t vector_doubles = 0;               ///< sum of R
+  std::size_t record_doubles = 0;               ///< sum of 2R + 2
+  std::size_t scratch_bytes = 0;                ///< largest batch scratch (analysis or apply)
+  std::size_t solver_host_bytes = 0;            ///< largest host workspace of the solver
+  DeviceLayout layout;                          ///< regions of the device workspace
   /// Bytes of device memory the plan needs in all (tables, per-layer state, scratch).
   std::size_t device_bytes() const { return layout.total; }
 };
@@ -337,9 +360,10 @@ inline void stage_writes(const Plan& plan, std::span<const LayerPlan> plans, Wri
 
 /// What the planner needs to know about one layer.
 struct PlanInput {
-  void* data = nullptr;
-  DType dtype = DType::f32;
-  RankMajorView view;
+  void* data = nullptr;      ///< first entry
+  DType dtype = DType::f32;  ///< storage type
+  RankMajorView view;        ///< rank-major view
+  /// Field-wise equality (a plan is reused while the inputs compare equal).
   friend bool operator==(const PlanInput&, const PlanInput&) = default;
 };
 

@@ -12,6 +12,7 @@
 #include "aclora/noise.hpp"
 
 namespace aclora::backends::cuda::kernels {
+/// @cond INTERNAL (kernels: documented in the source, not part of the API)
 
 /// Grid (slots of the batch, entry tiles): the kept directions in fp32, U_K[i + k R] =
 /// u_k[i] for k < kept, where u_k is the eigenvector of the k-th largest eigenvalue
@@ -151,5 +152,7 @@ __global__ void __launch_bounds__(block_threads)
     }
   }
 }
+
+/// @endcond
 
 }  // namespace aclora::backends::cuda::kernels

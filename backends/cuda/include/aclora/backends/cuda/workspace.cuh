@@ -42,18 +42,18 @@ inline SolverBytes solver_workspace(const Handles& handles, std::int32_t rank, s
 
 /// Everything a backend object keeps between calls.
 struct Workspace {
-  Handles handles;
-  DeviceBuffer device;
-  PinnedBuffer pinned;
-  std::vector<unsigned char> solver_host;
-  Plan plan;
-  std::vector<PlanInput> inputs;  ///< the layer list the plan was made for
-  std::size_t planned_limit = 0;  ///< the scratch limit it was made with
-  bool planned = false;
-  bool tables_uploaded = false;
-  std::uint64_t generation = 0;   ///< incremented by every analysis
-  std::size_t pinned_writes = 0;  ///< byte offsets in the pinned buffer
-  std::size_t pinned_records = 0;
+  Handles handles;                         ///< cuBLAS / cuSOLVER handles
+  DeviceBuffer device;                     ///< the plan's device workspace
+  PinnedBuffer pinned;                     ///< staging: tables, write parameters, records
+  std::vector<unsigned char> solver_host;  ///< cuSOLVER host workspace
+  Plan plan;                               ///< plan of the last layer list
+  std::vector<PlanInput> inputs;           ///< the layer list the plan was made for
+  std::size_t planned_limit = 0;           ///< the scratch limit it was made with
+  bool planned = false;                    ///< plan, memory and tables are ready
+  bool tables_uploaded = false;            ///< the tables are on the device
+  std::uint64_t generation = 0;            ///< incremented by every analysis
+  std::size_t pinned_writes = 0;           ///< byte offset of the write parameters (pinned)
+  std::size_t pinned_records = 0;          ///< byte offset of the spectrum records (pinned)
 
   /// Makes (or reuses) the plan for `layer_inputs`, allocates its memory and stages its
   /// tables. Throws aclora::Error (nothing written anywhere) on failure.
