@@ -20,7 +20,10 @@ std::string usage() {
          "  restart FILE -o OUT --loss L --epoch E --epochs N [--seed S] [--to FORMAT]\n"
          "      one AC-LoRA RESTART of the factors (truncation + noise), as in training\n"
          "  convert FILE -o OUT --to kohya|diffusers|peft\n"
-         "common: --threads T (0 = all cores). FILE may be a PEFT adapter folder; PEFT output\n"
+         "common: --threads T (0 = all cores); --uniform-alpha (kohya output: one alpha for all\n"
+         "modules, the scale differences folded into lora_up; diffusers 0.42 mis-scales kohya\n"
+         "files whose alpha varies per module).\n"
+         "FILE may be a PEFT adapter folder; PEFT output\n"
          "is a folder with one adapter per component (unet/, text_encoder/, text_encoder_2/).\n";
 }
 
@@ -73,6 +76,8 @@ Options parse(const std::vector<std::string>& args) {
     };
     if (arg == "-o" || arg == "--output")
       options.output = value();
+    else if (arg == "--uniform-alpha")
+      options.uniform_alpha = true;
     else if (arg == "--json")
       options.json = true;
     else if (arg == "--rank")

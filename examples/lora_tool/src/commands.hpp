@@ -35,6 +35,7 @@ struct Options {
   std::optional<std::string> to;    // convert/resize --to kohya|diffusers|peft
   std::string dtype = "f32";        // resize: dtype of refactored factors (f32|f16|bf16|keep)
   unsigned threads = 0;             // worker threads (0 = hardware)
+  bool uniform_alpha = false;       // kohya output: one alpha for all modules (for diffusers)
 };
 
 /// The factors of a module as float matrices: views into the file when stored as aligned
@@ -78,8 +79,8 @@ lora::LoraFile open_input(const Options& options);
 /// same as the input) before any work is done.
 void check_output(const Options& options);
 /// Writes modules in the given format ("kohya", "diffusers", "peft").
-void write_output(const lora::LoraFile& source, const std::vector<lora::OutputModule>& modules,
-                  const std::string& format, const std::filesystem::path& path);
+void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> modules,
+                  const std::string& format, const Options& options);
 /// The output format: --to, or the input's (kohya for LyCORIS).
 std::string output_format(const Options& options, const lora::LoraFile& file);
 /// Throws when the file holds LyCORIS modules (they cannot be refactored or converted).

@@ -188,9 +188,12 @@ std::string output_format(const Options& options, const lora::LoraFile& file) {
   return std::string(lora::format_name(file.format));
 }
 
-void write_output(const lora::LoraFile& source, const std::vector<lora::OutputModule>& modules,
-                  const std::string& format, const std::filesystem::path& path) {
+void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> modules,
+                  const std::string& format, const Options& options) {
+  const std::filesystem::path& path = *options.output;
   if (format == "kohya") {
+    if (options.uniform_alpha)
+      lora::make_alpha_uniform(modules);
     lora::write_kohya(
         modules,
         lora::kohya_metadata(source.metadata, modules, path.stem().string(), is_sdxl(source)),

@@ -16,7 +16,7 @@ int convert(const Options& options, std::ostream& out, std::ostream& err) {
     load_factors(module, file.path.string());  // refuses NaN / Inf factors
     written.push_back(lora::unchanged_module(module));
   }
-  write_output(file, written, format, *options.output);
+  write_output(file, written, format, options);
   out << "converted:   " << file.modules.size() << " modules, " << lora::format_name(file.format)
       << " -> " << format << " " << options.output->string() << "\n";
   return 0;

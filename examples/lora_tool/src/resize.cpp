@@ -72,7 +72,7 @@ int resize(const Options& options, std::ostream& out, std::ostream& err) {
                                            output_dtype(options.dtype, module));
     }
   });
-  write_output(file, written, format, *options.output);
+  write_output(file, written, format, options);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

@@ -55,7 +55,7 @@ int restart(const Options& options, std::ostream& out, std::ostream& err) {
     result.up = lora::encode_tensor(ups[i], module.up.dtype, module.up.shape);
     written.push_back(std::move(result));
   }
-  write_output(file, written, format, *options.output);
+  write_output(file, written, format, options);
 
   struct Block {
     std::size_t modules = 0, kept = 0, allocated = 0;

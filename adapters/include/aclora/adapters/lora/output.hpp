@@ -6,12 +6,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "aclora/adapters/lora/model.hpp"
+#include "aclora/adapters/safetensors/convert.hpp"
 #include "aclora/adapters/safetensors/dtype.hpp"
 #include "aclora/adapters/safetensors/half.hpp"
 
@@ -119,6 +121,39 @@ inline OutputModule refactored_module(const LoraModule& module, std::size_t rank
   out.rank = rank;
   out.alpha = module.alpha * static_cast<double>(rank) / static_cast<double>(module.rank);
   return out;
+}
+
+/// Gives every module the same alpha (the most common one, A) and folds the difference
+/// into up: up' = up * alpha / A, so alpha' / r = A / r and dW is unchanged. Needed by
+/// loaders that apply one alpha to all modules (diffusers 0.42 mis-scales kohya files whose
+/// alpha varies per module). Changes the bytes of the rescaled up factors only.
+inline void make_alpha_uniform(std::vector<OutputModule>& modules) {
+  std::map<double, std::size_t> counts;
+  for (const auto& module : modules)
+    ++counts[module.alpha];
+  double common = 0.0;
+  std::size_t best = 0;
+  for (const auto& [alpha, count] : counts) {
+    if (count > best) {
+      common = alpha;
+      best = count;
+    }
+  }
+  if (common == 0.0)
+    return;  // no scale to share
+  for (auto& module : modules) {
+    if (module.alpha == common)
+      continue;
+    const double factor = module.alpha / common;
+    safetensors::TensorView view{"", module.up.dtype, module.up.shape,
+                                 std::span<const std::byte>(module.up.bytes)};
+    std::vector<float> values = safetensors::convert_to<float>(view);
+    for (float& value : values)
+      value = static_cast<float>(value * factor);
+    module.up = encode_tensor(values, module.up.dtype, module.up.shape);
+    module.alpha = common;
+    module.alpha_tensor.reset();
+  }
 }
 
 }  // namespace aclora::lora

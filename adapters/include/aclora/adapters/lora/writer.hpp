@@ -95,6 +95,15 @@ T most_common(const std::vector<T>& values) {
   return best;
 }
 
+// The module's name in PEFT target_modules / rank_pattern / alpha_pattern. PEFT matches
+// these as dotted suffixes, so text-encoder paths drop a leading "text_model.": the pattern
+// then fits CLIPTextModel with (transformers 4) and without (transformers 5) that level.
+inline std::string target_pattern(const OutputModule& module) {
+  if (module.component != Component::unet && module.path.rfind("text_model.", 0) == 0)
+    return module.path.substr(11);
+  return module.path;
+}
+
 // A PEFT LoraConfig for `modules` (one component): r / lora_alpha the most common values,
 // per-module exceptions in rank_pattern / alpha_pattern. `unit_scale`: alpha = r everywhere.
 inline json::Value peft_config_json(const std::vector<const OutputModule*>& modules,
@@ -111,11 +120,12 @@ inline json::Value peft_config_json(const std::vector<const OutputModule*>& modu
   json::Value alpha_pattern = json::Object{};
   json::Value targets = json::Array{};
   for (std::size_t i = 0; i < modules.size(); ++i) {
-    targets.push_back(modules[i]->path);
+    const std::string pattern = target_pattern(*modules[i]);
+    targets.push_back(pattern);
     if (ranks[i] != rank)
-      rank_pattern[modules[i]->path] = json::Value(ranks[i]);
+      rank_pattern[pattern] = json::Value(ranks[i]);
     if (alphas[i] != alpha)
-      alpha_pattern[modules[i]->path] = number_value(alphas[i]);
+      alpha_pattern[pattern] = number_value(alphas[i]);
   }
   json::Value config = json::Object{};
   config["peft_type"] = "LORA";
@@ -241,8 +251,9 @@ inline void write_peft(const std::vector<OutputModule>& modules,
     std::map<Component, std::vector<const OutputModule*>> by_component;
     for (const auto& module : modules)
       by_component[module.component].push_back(&module);
-    for (const auto& [component, members] : by_component) {
-      const fs::path folder = temporary / component_name(component);
+    for (const auto& entry : by_component) {
+      const auto& members = entry.second;  // (clang 14 cannot capture structured bindings)
+      const fs::path folder = temporary / component_name(entry.first);
       fs::create_directory(folder);
       detail::guarded([&] {
         safetensors::Writer writer;
