@@ -2,7 +2,8 @@
 /// @brief Batched component analysis of a chunk of same-shape layers (G x R x n).
 ///
 /// Precision: layers are read into float64 (any storage dtype, any device) and analysed
-/// there: Gram matrices X X^T by batched matmul with float64 accumulation, then a batched
+/// there: Gram matrices X X^T with float64 accumulation (batched matmul on devices, our
+/// own kernel on the CPU: gram.hpp), then a batched
 /// symmetric eigen-solve (linalg_eigh) of the R x R Gram matrices. float64 on CUDA too:
 /// the Gram products are a small share of the work (an H200 runs float64 matmuls at tens
 /// of TFLOP/s), so we keep the reference's accuracy instead of mixing precisions.
@@ -23,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "aclora/backends/torch/gram.hpp"
 #include "aclora/backends/torch/matrix.hpp"
 #include "aclora/layer.hpp"
 
@@ -78,7 +80,16 @@ inline at::Tensor analyze_chunk(std::span<const Layer<at::Tensor>> layers, Chunk
   at::Tensor packed = at::empty({count, 2 * chunk.rank + 2}, options);
   for_each_slice(first.device(), count, [&](std::int64_t begin, std::int64_t end) {
     const at::Tensor stacked = gather_rank_major(layers, chunk, begin, end);
-    at::Tensor gram = at::bmm(stacked, stacked.transpose(1, 2));
+    at::Tensor gram;
+    if (stacked.device().is_cpu()) {
+      gram = at::empty({end - begin, chunk.rank, chunk.rank}, stacked.options());
+      for (std::int64_t g = 0; g < end - begin; ++g) {
+        detail::gram_cpu(stacked.data_ptr<double>() + g * chunk.rank * chunk.length, chunk.rank,
+                         chunk.length, gram.data_ptr<double>() + g * chunk.rank * chunk.rank);
+      }
+    } else {
+      gram = at::bmm(stacked, stacked.transpose(1, 2));
+    }
     const at::Tensor row_sums = stacked.sum(2);  // slice x R
     const at::Tensor finite =
         at::isfinite(gram.diagonal(0, 1, 2)).all(1).logical_and(at::isfinite(row_sums).all(1));

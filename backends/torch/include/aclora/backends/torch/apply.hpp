@@ -13,6 +13,7 @@
 
 #include "aclora/backend.hpp"
 #include "aclora/backends/torch/analyze.hpp"
+#include "aclora/backends/torch/gram.hpp"
 #include "aclora/backends/torch/noise.hpp"
 #include "aclora/layer.hpp"
 
@@ -73,9 +74,22 @@ inline at::Tensor compute_chunk(std::span<const Layer<at::Tensor>> layers, const
       if (any_discarded)
         values.sub_(draws * discarded_scale.narrow(0, begin, size));
     }
-    const at::Tensor coefficients = at::bmm(kept_directions.transpose(1, 2), values);
-    values = any_noise ? at::baddbmm(draws, kept_directions, coefficients)
-                       : at::bmm(kept_directions, coefficients);
+    if (device.is_cpu()) {
+      const at::Tensor directions_cpu = kept_directions.contiguous();
+      std::vector<double> coefficients(static_cast<std::size_t>(width * detail::kProjectBlock));
+      std::vector<const double*> rows(static_cast<std::size_t>(chunk.rank));
+      const std::int64_t entries = chunk.rank * chunk.length;
+      for (std::int64_t g = 0; g < size; ++g) {
+        detail::project_cpu(values.data_ptr<double>() + g * entries,
+                            any_noise ? draws.data_ptr<double>() + g * entries : nullptr,
+                            directions_cpu.data_ptr<double>() + g * chunk.rank * width, chunk.rank,
+                            chunk.length, width, coefficients.data(), rows.data());
+      }
+    } else {
+      const at::Tensor coefficients = at::bmm(kept_directions.transpose(1, 2), values);
+      values = any_noise ? at::baddbmm(draws, kept_directions, coefficients)
+                         : at::bmm(kept_directions, coefficients);
+    }
     result.narrow(0, begin, size).copy_(values);  // the one rounding to the storage dtype
   });
   return result;
