@@ -110,26 +110,26 @@ class Restart {
     RestartReport report{restart_count_, mean_loss, alpha, p, {}};
     std::vector<LayerPlan> plans(layers.size());
     for (std::size_t m = 0; m < modules.size(); ++m) {
-      ModuleReport& module = report.modules.emplace_back();
-      module.name = modules[m].name;
-      module.index = m;
-      module.allocated_rank = allocated_ranks[m];
+      ModuleReport& outcome = report.modules.emplace_back();
+      outcome.name = modules[m].name;
+      outcome.index = m;
+      outcome.allocated_rank = allocated_ranks[m];
       std::vector<std::size_t> counts;
       for (std::size_t l = first_layer[m]; l < first_layer[m + 1]; ++l) {
         counts.push_back(signal_count(spectra[l].singular_values, p));
       }
-      module.module_rank = module_rank(counts, options_.min_rank, module.allocated_rank);
-      const std::uint64_t identity = module_identity(module.name, m);
+      outcome.module_rank = module_rank(counts, options_.min_rank, outcome.allocated_rank);
+      const std::uint64_t identity = module_identity(outcome.name, m);
       for (std::size_t l = first_layer[m]; l < first_layer[m + 1]; ++l) {
         const MatrixShape shape = B::shape(layers[l].matrix);
         const ResidualStatistics residual =
-            residual_statistics(spectra[l], module.module_rank, shape.size());
+            residual_statistics(spectra[l], outcome.module_rank, shape.size());
         const std::size_t position = l - first_layer[m];
-        const double kept_fraction = kept_energy_fraction(spectra[l], module.module_rank);
+        const double kept_fraction = kept_energy_fraction(spectra[l], outcome.module_rank);
         plans[l] = LayerPlan{
-            module.module_rank, options_.noise == NoisePolicy::none ? 0.0 : residual.sigma,
+            outcome.module_rank, options_.noise == NoisePolicy::none ? 0.0 : residual.sigma,
             options_.noise, noise_key(options_.seed, restart_count_, identity, position)};
-        module.layers.push_back(LayerReport{shape, layers[l].axis, counts[position],
+        outcome.layers.push_back(LayerReport{shape, layers[l].axis, counts[position],
                                             std::move(spectra[l].singular_values), kept_fraction,
                                             residual.sigma});
       }
@@ -140,9 +140,9 @@ class Restart {
     return report;
   }
 
-  static ErrorLocation locate(std::span<const module_type> modules, std::size_t module,
+  static ErrorLocation locate(std::span<const module_type> modules, std::size_t index,
                               std::optional<std::size_t> layer = std::nullopt) {
-    return ErrorLocation{modules[module].name, module, layer};
+    return ErrorLocation{modules[index].name, index, layer};
   }
 
   void validate(std::span<const module_type> modules, std::vector<Layer<matrix_type>>& layers,
@@ -152,15 +152,15 @@ class Restart {
       throw Error("no modules given");
     std::unordered_set<std::string> names;
     for (std::size_t m = 0; m < modules.size(); ++m) {
-      const module_type& module = modules[m];
-      if (module.layers.empty())
+      const module_type& current = modules[m];
+      if (current.layers.empty())
         throw Error(locate(modules, m), "module has no layers");
-      if (!module.name.empty() && !names.insert(module.name).second) {
+      if (!current.name.empty() && !names.insert(current.name).second) {
         throw Error(locate(modules, m), "duplicate module name (names key the noise)");
       }
       std::size_t rank = 0;
-      for (std::size_t l = 0; l < module.layers.size(); ++l) {
-        const Layer<matrix_type>& layer = module.layers[l];
+      for (std::size_t l = 0; l < current.layers.size(); ++l) {
+        const Layer<matrix_type>& layer = current.layers[l];
         const std::string problem = B::check(layer.matrix);
         if (!problem.empty())
           throw Error(locate(modules, m, l), problem);
