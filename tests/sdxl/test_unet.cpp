@@ -5,6 +5,9 @@
 
 #include <sdxl/unet.hpp>
 
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
 #include <map>
 #include <string>
 
@@ -281,4 +284,53 @@ TEST(SdxlLayers, BuildOptionsControlDeviceDtypeAndInit) {
   EXPECT_TRUE(meta->weight.is_meta());
   EXPECT_EQ(meta->weight.sizes(), (std::vector<int64_t>{5, 4, 3, 3}));
   EXPECT_FALSE(options.initializes());
+}
+
+namespace {
+
+// Turns CPU autocast to bf16 on for its lifetime.
+class CpuBf16Autocast {
+ public:
+  CpuBf16Autocast() { set(true); }
+  ~CpuBf16Autocast() {
+    set(false);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  static void set(bool enabled) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCPU, enabled);
+    at::autocast::set_autocast_dtype(at::kCPU, torch::kBFloat16);
+#else
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
+#endif
+  }
+};
+
+}  // namespace
+
+// Under bf16 autocast (fp32 weights) the UNet runs, also with gradient
+// checkpointing, and stays close to the fp32 result.
+TEST(SdxlUNet, Bf16AutocastForwardAndCheckpointedBackward) {
+  torch::manual_seed(4);
+  sdxl::UNet unet(tiny_unet_config());
+  unet->train();
+  auto in = tiny_inputs(1, 8, 8);
+  const torch::Tensor reference =
+      unet->forward(in.sample, in.timestep, in.context, in.added).detach();
+  unet->set_gradient_checkpointing(true);
+  torch::Tensor out;
+  {
+    CpuBf16Autocast autocast;
+    out = unet->forward(in.sample, in.timestep, in.context, in.added);
+  }
+  EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
+  const torch::Tensor out32 = out.to(torch::kFloat32);
+  EXPECT_LT(((out32 - reference).abs().max() / reference.abs().max()).item<double>(), 5e-2);
+  out32.square().mean().backward();
+  ASSERT_TRUE(unet->conv_in->weight.grad().defined());
+  EXPECT_TRUE(unet->conv_in->weight.grad().isfinite().all().item<bool>());
+  EXPECT_GT(unet->conv_in->weight.grad().abs().sum().item<double>(), 0.0);
 }

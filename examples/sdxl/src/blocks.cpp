@@ -94,8 +94,19 @@ GroupNormImpl::GroupNormImpl(int64_t groups_, int64_t channels, double eps_,
   }
 }
 
+namespace {
+
+// Normalisation in the parameters' dtype: under autocast a bf16 / fp16 input
+// meets fp32 weights, which CUDA autocast handles by running norms in fp32 but
+// the CPU kernels of LibTorch 1.13 reject. Casting up does what CUDA does.
+torch::Tensor in_dtype_of(const torch::Tensor& input, const torch::Tensor& weight) {
+  return input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
+}
+
+}  // namespace
+
 torch::Tensor GroupNormImpl::forward(const torch::Tensor& input) {
-  return torch::group_norm(input, groups, weight, bias, eps);
+  return torch::group_norm(in_dtype_of(input, weight), groups, weight, bias, eps);
 }
 
 LayerNormImpl::LayerNormImpl(int64_t features_, double eps_, const BuildOptions& options)
@@ -108,7 +119,7 @@ LayerNormImpl::LayerNormImpl(int64_t features_, double eps_, const BuildOptions&
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& input) {
-  return torch::layer_norm(input, {features}, weight, bias, eps);
+  return torch::layer_norm(in_dtype_of(input, weight), {features}, weight, bias, eps);
 }
 
 torch::Tensor dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
