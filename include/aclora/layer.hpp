@@ -17,8 +17,8 @@ enum class RankAxis {
 
 /// Rows and columns of a matrix (element counts).
 struct MatrixShape {
-  std::size_t rows = 0;
-  std::size_t cols = 0;
+  std::size_t rows = 0;  ///< number of rows
+  std::size_t cols = 0;  ///< number of columns
   /// Length of the given axis.
   constexpr std::size_t along(RankAxis axis) const { return axis == RankAxis::rows ? rows : cols; }
   /// Number of entries.

@@ -21,8 +21,8 @@ enum class NoisePolicy {
 /// Identifies one layer's noise stream: a Philox key (the user's seed) and a stream
 /// number derived from (restart number, module identity, layer index).
 struct NoiseKey {
-  std::uint64_t seed = 0;
-  std::uint64_t stream = 0;
+  std::uint64_t seed = 0;    ///< the Philox key: the user's seed
+  std::uint64_t stream = 0;  ///< high half of the Philox counter: the layer's stream
 };
 
 /// SplitMix64 finaliser: a fast bijective 64-bit mixer.

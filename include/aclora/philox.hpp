@@ -12,7 +12,7 @@ namespace aclora {
 
 /// Four 32-bit words: a Philox counter or output block.
 struct PhiloxBlock {
-  std::uint32_t word[4];
+  std::uint32_t word[4];  ///< the words, least significant first
 };
 
 /// Philox-4x32 with 10 rounds (Salmon et al., SC11): a bijection of the 128-bit counter

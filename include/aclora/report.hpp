@@ -32,11 +32,11 @@ struct ModuleReport {
 
 /// Outcome of one RESTART.
 struct RestartReport {
-  std::uint64_t restart_index = 0;  ///< 0 for the first restart of a Restart object
-  double mean_loss = 0.0;           ///< L (NaN when p was given explicitly)
-  double alpha = 0.0;               ///< alpha(e) (NaN when p was given explicitly)
-  double threshold = 0.0;           ///< p
-  std::vector<ModuleReport> modules;
+  std::uint64_t restart_index = 0;    ///< 0 for the first restart of a Restart object
+  double mean_loss = 0.0;             ///< L (NaN when p was given explicitly)
+  double alpha = 0.0;                 ///< alpha(e) (NaN when p was given explicitly)
+  double threshold = 0.0;             ///< p
+  std::vector<ModuleReport> modules;  ///< one per module, in list order
 
   /// Sum over modules of K (a compact measure of the kept capacity).
   std::size_t total_module_rank() const {

@@ -130,8 +130,8 @@ class Restart {
             outcome.module_rank, options_.noise == NoisePolicy::none ? 0.0 : residual.sigma,
             options_.noise, noise_key(options_.seed, restart_count_, identity, position)};
         outcome.layers.push_back(LayerReport{shape, layers[l].axis, counts[position],
-                                            std::move(spectra[l].singular_values), kept_fraction,
-                                            residual.sigma});
+                                             std::move(spectra[l].singular_values), kept_fraction,
+                                             residual.sigma});
       }
     }
 

@@ -24,9 +24,9 @@ enum class LoraMode {
 
 /// The models a LoRA may touch; null ones are skipped (their modules count as unmatched).
 struct LoraTargets {
-  UNet unet{nullptr};
-  ClipTextModel text_encoder{nullptr};
-  ClipTextModel text_encoder_2{nullptr};
+  UNet unet{nullptr};                     ///< target of lora_unet_ / unet. modules
+  ClipTextModel text_encoder{nullptr};    ///< target of lora_te1_ / text_encoder. modules
+  ClipTextModel text_encoder_2{nullptr};  ///< target of lora_te2_ / text_encoder_2. modules
 };
 
 /// What applying one file did.
@@ -40,8 +40,10 @@ struct LoraApplication {
 /// A run-time LoRA on a Linear: delta(x) = scale * (x down^T) up^T.
 class LoraAdapter : public LinearAdapter {
  public:
-  /// @param down [r, in] @param up [out, r] (converted to the Linear's dtype and device)
+  /// @param down [r, in] @param up [out, r] (in the Linear's dtype and device)
+  /// @param scale multiplier * alpha / r
   LoraAdapter(torch::Tensor down, torch::Tensor up, double scale);
+  /// scale * (input down^T) up^T
   torch::Tensor delta(const torch::Tensor& input) override;
 
   torch::Tensor down;  ///< [r, in]

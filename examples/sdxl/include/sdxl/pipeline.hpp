@@ -26,13 +26,13 @@ struct PipelineOptions {
 
 /// One sampling request.
 struct SampleOptions {
-  std::string prompt;
+  std::string prompt;                   ///< what to draw (UTF-8)
   std::optional<std::string> negative;  ///< none: all-zero negative conditioning
-  int steps = 30;
-  double guidance = 5.0;   ///< classifier-free guidance; <= 1 runs the conditional pass only
-  std::uint64_t seed = 0;  ///< the initial noise: same seed, same image
-  std::int64_t height = 1024;
-  std::int64_t width = 1024;
+  int steps = 30;                       ///< Euler steps
+  double guidance = 5.0;       ///< classifier-free guidance; <= 1 runs the conditional pass only
+  std::uint64_t seed = 0;      ///< the initial noise: same seed, same image
+  std::int64_t height = 1024;  ///< image height in pixels
+  std::int64_t width = 1024;   ///< image width in pixels
 };
 
 /// The SDXL text-to-image pipeline.

@@ -20,7 +20,10 @@ using StepCallback = std::function<void(int done, int total)>;
 
 /// Euler sampling: x = noise * init_noise_sigma, then per step
 /// x0 = x - sigma eps, x += (x - x0) / sigma * (sigma_next - sigma), all in fp32.
+/// @param plan timesteps and sigmas (euler_plan)
 /// @param noise unit-variance initial noise [B, 4, h, w]
+/// @param predict the noise predictor (the UNet, possibly guided)
+/// @param on_step progress callback, may be empty
 /// @return the final latents (fp32)
 torch::Tensor euler_sample(const EulerPlan& plan, const torch::Tensor& noise,
                            const NoisePredictor& predict, const StepCallback& on_step = {});

@@ -10,9 +10,9 @@ namespace sdxl {
 
 /// Training noise schedule: scaled-linear betas from 0.00085 to 0.012 over 1000 steps.
 struct NoiseSchedule {
-  int train_steps = 1000;
-  double beta_start = 0.00085;
-  double beta_end = 0.012;
+  int train_steps = 1000;       ///< T, the number of training timesteps
+  double beta_start = 0.00085;  ///< beta_0
+  double beta_end = 0.012;      ///< beta_{T-1}
 
   /// abar_t = prod_{s <= t} (1 - beta_s), computed in fp32 as the reference does.
   std::vector<float> alphas_cumprod() const;

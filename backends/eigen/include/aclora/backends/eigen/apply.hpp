@@ -6,19 +6,44 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "aclora/backend.hpp"
 #include "aclora/backends/eigen/analyze.hpp"
 #include "aclora/noise.hpp"
+#include "aclora/philox.hpp"
 
 namespace aclora::backends::eigen {
 
 /// Noise numbering in rank-major coordinates: draw index of entry (i, j) of a panel is
 /// offset + i * row_step + j * col_step (one of the steps is 1).
 struct NoiseIndexing {
-  std::uint64_t offset = 0;
-  std::uint64_t row_step = 0;
-  std::uint64_t col_step = 0;
+  std::uint64_t offset = 0;    ///< draw index of entry (0, 0)
+  std::uint64_t row_step = 0;  ///< draw index step from one row to the next
+  std::uint64_t col_step = 0;  ///< draw index step from one column to the next
+};
+
+/// Scratch for a line of float noise: Box-Muller over arrays, so that Eigen's
+/// vectorised log, sqrt, sin and cos do the transform.
+struct NoiseLine {
+  ::Eigen::ArrayXf first;            ///< per pair: (w0 + 1) 2^-32, in (0, 1]
+  ::Eigen::ArrayXf second;           ///< per pair: w1 2^-32, in [0, 1)
+  ::Eigen::ArrayXf radius;           ///< per pair: sqrt(-2 log first)
+  ::Eigen::ArrayXf draws;            ///< two draws per pair, in stream order
+  std::vector<std::uint32_t> words;  ///< Philox words, one array per word index
+
+  /// Reserves room for lines of up to `length` draws.
+  void reserve(::Eigen::Index length) {
+    const ::Eigen::Index pairs = 2 * (length / 4 + 2);
+    if (first.size() < pairs) {
+      first.resize(pairs);
+      second.resize(pairs);
+      radius.resize(pairs);
+      draws.resize(2 * pairs);
+      words.resize(2 * pairs);
+    }
+  }
 };
 
 /// Scratch memory of one thread, sized before the first write.
@@ -26,6 +51,7 @@ struct Workspace {
   ::Eigen::MatrixXd panel;         ///< R x w, the panel in double
   ::Eigen::MatrixXd noise;         ///< R x w, sigma * N(0, 1)
   ::Eigen::MatrixXd coefficients;  ///< K x w, U_K^T panel
+  NoiseLine line;                  ///< float noise of one panel row or column
 
   /// Reserves room for panels of `rank` x `width` and `kept` coefficients.
   void reserve(::Eigen::Index rank, ::Eigen::Index width, ::Eigen::Index kept) {
@@ -36,10 +62,90 @@ struct Workspace {
     if (coefficients.rows() < kept || coefficients.cols() < width) {
       coefficients.resize(std::max<::Eigen::Index>(kept, 1), width);
     }
+    line.reserve(std::max(rank, width));
   }
 };
 
 namespace detail {
+
+// Draws [begin, begin + count) of a stream with the float transform of gaussian_block:
+// the same Philox words and Box-Muller formula, evaluated over arrays with Eigen's
+// vectorised functions (which may differ from std::log / std::sin by an ulp or so).
+// Returns a pointer to draw `begin`. Uses only `line` memory (reserved for `count`).
+inline const float* gaussian_line(const NoiseKey& key, std::uint64_t begin, ::Eigen::Index count,
+                                  NoiseLine& line) {
+  constexpr float two_pow_minus_32 = 2.3283064365386962890625e-10f;
+  constexpr float two_pi = 6.283185307179586476925286766559f;
+  const std::uint64_t first_block = begin / 4;
+  const auto blocks = static_cast<::Eigen::Index>(
+      (begin + static_cast<std::uint64_t>(count) + 3) / 4 - first_block);
+  // Philox-4x32-10 on all blocks at once, word by word (structure of arrays), so the
+  // compiler can vectorise the rounds; same arithmetic as philox4x32_10.
+  std::uint32_t* w0 = line.words.data();
+  std::uint32_t* w1 = w0 + blocks;
+  std::uint32_t* w2 = w1 + blocks;
+  std::uint32_t* w3 = w2 + blocks;
+  for (::Eigen::Index b = 0; b < blocks; ++b) {
+    const std::uint64_t block = first_block + static_cast<std::uint64_t>(b);
+    w0[b] = static_cast<std::uint32_t>(block);
+    w1[b] = static_cast<std::uint32_t>(block >> 32);
+    w2[b] = static_cast<std::uint32_t>(key.stream);
+    w3[b] = static_cast<std::uint32_t>(key.stream >> 32);
+  }
+  std::uint32_t key0 = static_cast<std::uint32_t>(key.seed);
+  std::uint32_t key1 = static_cast<std::uint32_t>(key.seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    for (::Eigen::Index b = 0; b < blocks; ++b) {
+      const std::uint64_t product0 = std::uint64_t{0xD2511F53u} * w0[b];
+      const std::uint64_t product1 = std::uint64_t{0xCD9E8D57u} * w2[b];
+      const std::uint32_t next0 = static_cast<std::uint32_t>(product1 >> 32) ^ w1[b] ^ key0;
+      const std::uint32_t next2 = static_cast<std::uint32_t>(product0 >> 32) ^ w3[b] ^ key1;
+      w1[b] = static_cast<std::uint32_t>(product1);
+      w3[b] = static_cast<std::uint32_t>(product0);
+      w0[b] = next0;
+      w2[b] = next2;
+    }
+    key0 += 0x9E3779B9u;
+    key1 += 0xBB67AE85u;
+  }
+  // Pair 2b uses words (0, 1) of block b, pair 2b + 1 words (2, 3), as gaussian_block.
+  for (::Eigen::Index b = 0; b < blocks; ++b) {
+    line.first(2 * b) = (static_cast<float>(w0[b]) + 1.0f) * two_pow_minus_32;
+    line.second(2 * b) = static_cast<float>(w1[b]) * (two_pow_minus_32 * two_pi);
+    line.first(2 * b + 1) = (static_cast<float>(w2[b]) + 1.0f) * two_pow_minus_32;
+    line.second(2 * b + 1) = static_cast<float>(w3[b]) * (two_pow_minus_32 * two_pi);
+  }
+  // Contiguous arrays throughout: Eigen vectorises log, sqrt, cos and sin only there.
+  const ::Eigen::Index pairs = 2 * blocks;
+  line.radius.head(pairs) = (-2.0f * line.first.head(pairs).log()).sqrt();
+  line.first.head(pairs) = line.radius.head(pairs) * line.second.head(pairs).cos();
+  line.radius.head(pairs) *= line.second.head(pairs).sin();
+  for (::Eigen::Index p = 0; p < pairs; ++p) {
+    line.draws(2 * p) = line.first(p);
+    line.draws(2 * p + 1) = line.radius(p);
+  }
+  return line.draws.data() + (begin - 4 * first_block);
+}
+
+// sigma * N(0, 1) for every entry of `out` from the float transform, line by line along
+// the direction whose step is 1.
+template <class Out>
+void fill_noise_float(Out&& out, const NoiseKey& key, const NoiseIndexing& at, double sigma,
+                      NoiseLine& line) {
+  if (at.col_step == 1) {
+    for (::Eigen::Index i = 0; i < out.rows(); ++i) {
+      const float* draws = gaussian_line(key, at.offset + i * at.row_step, out.cols(), line);
+      for (::Eigen::Index j = 0; j < out.cols(); ++j)
+        out(i, j) = sigma * static_cast<double>(draws[j]);
+    }
+  } else {
+    for (::Eigen::Index j = 0; j < out.cols(); ++j) {
+      const float* draws = gaussian_line(key, at.offset + j * at.col_step, out.rows(), line);
+      for (::Eigen::Index i = 0; i < out.rows(); ++i)
+        out(i, j) = sigma * static_cast<double>(draws[i]);
+    }
+  }
+}
 
 // sigma * N(0, 1) for every entry of `out`, walking along the direction whose step is 1
 // so each Philox block serves four consecutive draws.
@@ -71,7 +177,9 @@ void fill_noise(Out&& out, const NoiseKey& key, const NoiseIndexing& at, double 
 
 /// Writes rank_major <- U_K U_K^T rank_major + noise (placed by plan.noise), where U_K
 /// is the first min(K, q) columns of `basis`. `indexing` gives the noise numbering of
-/// the whole layer (offset of column 0). Uses only `workspace` memory.
+/// the whole layer (offset of column 0). Uses only `workspace` memory. Noise for float
+/// storage uses the float Box-Muller transform (vectorised), for double storage the
+/// double one (gaussian_block<double>, exactly).
 template <class RankMajor>
 void apply_layer(RankMajor&& rank_major, const Basis& basis, const LayerPlan& plan,
                  NoiseIndexing indexing, ::Eigen::Index panel_width, Workspace& workspace) {
@@ -90,7 +198,10 @@ void apply_layer(RankMajor&& rank_major, const Basis& basis, const LayerPlan& pl
     if (with_noise) {
       NoiseIndexing at = indexing;
       at.offset += static_cast<std::uint64_t>(first) * at.col_step;
-      detail::fill_noise(noise, plan.key, at, plan.sigma);
+      if constexpr (std::is_same_v<Storage, float>)
+        detail::fill_noise_float(noise, plan.key, at, plan.sigma, workspace.line);
+      else
+        detail::fill_noise(noise, plan.key, at, plan.sigma);
       if (plan.noise == NoisePolicy::discarded)
         panel -= noise;  // noise outside span(U_K)
     }
