@@ -104,6 +104,14 @@ inline std::string target_pattern(const OutputModule& module) {
   return module.path;
 }
 
+// The module path inside a PEFT adapter: CLIP ViT-L (text_encoder) is a CLIPTextModel, which
+// has no text_model level since transformers 5 (CLIPTextModelWithProjection keeps it).
+inline std::string peft_path(const OutputModule& module) {
+  if (module.component == Component::text_encoder && module.path.rfind("text_model.", 0) == 0)
+    return module.path.substr(11);
+  return module.path;
+}
+
 // A PEFT LoraConfig for `modules` (one component): r / lora_alpha the most common values,
 // per-module exceptions in rank_pattern / alpha_pattern. `unit_scale`: alpha = r everywhere.
 inline json::Value peft_config_json(const std::vector<const OutputModule*>& modules,
@@ -230,7 +238,8 @@ inline void write_diffusers(const std::vector<OutputModule>& modules,
 
 /// Writes PEFT adapters into the folder `directory`: one sub-folder per component (unet,
 /// text_encoder, text_encoder_2), each with adapter_model.safetensors
-/// (base_model.model.<path>.lora_A / lora_B, bytes as given) and adapter_config.json (ranks
+/// (base_model.model.<path>.lora_A / lora_B, bytes as given; text_encoder paths without the
+/// text_model level, as transformers 5's CLIPTextModel names them) and adapter_config.json (ranks
 /// and alphas per module in rank_pattern / alpha_pattern). Built in a temporary folder and
 /// renamed into place.
 /// @throws Error when it cannot be written (nothing is left at `directory` then).
@@ -259,7 +268,7 @@ inline void write_peft(const std::vector<OutputModule>& modules,
         safetensors::Writer writer;
         writer.set_metadata("format", "pt");
         for (const auto* module : members) {
-          const std::string key = "base_model.model." + module->path;
+          const std::string key = "base_model.model." + detail::peft_path(*module);
           detail::add_tensor(writer, key + ".lora_A.weight", module->down);
           detail::add_tensor(writer, key + ".lora_B.weight", module->up);
         }
