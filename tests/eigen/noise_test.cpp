@@ -129,4 +129,25 @@ TEST(NoiseNumbering, EntryUsesLogicalRowMajorDraw) {
   }
 }
 
+// Float storage uses the float Box-Muller transform evaluated with Eigen's vectorised
+// functions: the same draw numbering, values within float accuracy of gaussian_at<float>.
+TEST(NoiseNumbering, FloatStorageUsesTheSameDraws) {
+  const RestartedModule<float> m(8, 50, NoisePolicy::whole, Method::gram, 99);
+  for (int layer : {0, 1}) {
+    const Eigen::MatrixXd added = layer == 0 ? m.added_down() : m.added_up();
+    const double largest = (layer == 0 ? m.down_original : m.up_original).cwiseAbs().maxCoeff();
+    const double sigma = m.report.modules[0].layers[layer].sigma;
+    const auto key = aclora::noise_key(99, 0, aclora::module_identity("lora", 0), layer);
+    for (Eigen::Index i = 0; i < added.rows(); ++i) {
+      for (Eigen::Index j = 0; j < added.cols(); ++j) {
+        const double draw =
+            aclora::gaussian_at<float>(key, static_cast<std::uint64_t>(i * added.cols() + j));
+        const double tolerance = 1e-5 * sigma * (1.0 + std::abs(draw)) + 2e-7 * largest;
+        ASSERT_NEAR(added(i, j), sigma * draw, tolerance)
+            << "layer " << layer << " (" << i << ", " << j << ")";
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -27,9 +27,9 @@ struct NoiseIndexing {
 /// Scratch for a line of float noise: Box-Muller over arrays, so that Eigen's
 /// vectorised log, sqrt, sin and cos do the transform.
 struct NoiseLine {
-  ::Eigen::ArrayXf first;            ///< per pair: (w0 + 1) 2^-32, in (0, 1]
-  ::Eigen::ArrayXf second;           ///< per pair: w1 2^-32, in [0, 1)
-  ::Eigen::ArrayXf radius;           ///< per pair: sqrt(-2 log first)
+  ::Eigen::ArrayXf first;            ///< per pair: (w0 + 1) 2^-32 in (0, 1], then r cos
+  ::Eigen::ArrayXf second;           ///< per pair: angle 2 pi w1 2^-32, in [0, 2 pi)
+  ::Eigen::ArrayXf radius;           ///< per pair: r = sqrt(-2 log first), then r sin
   ::Eigen::ArrayXf draws;            ///< two draws per pair, in stream order
   std::vector<std::uint32_t> words;  ///< Philox words, one array per word index
 
