@@ -258,16 +258,24 @@ int main(int argc, char** argv) {
       "  whenever p lies in the window (s, s + its share] shown per family.\n\n",
       kSignalShare);
 
-  std::printf("%-20s %7s %7s %9s %17s %21s %18s\n", "family", "modules", "planted", "K min-max",
+  std::printf("%-20s %7s %9s %9s %15s %19s  %s\n", "family", "modules", "planted k", "chosen K",
               "kept energy", "sigma down / up", "window of p");
   for (const auto& g : groups) {
-    std::printf("%-20s %7zu %7zu %5zu-%-3zu %7.2f%%-%6.2f%% %10.5f / %-8.5f (%.4f, %.4f]%s\n",
-                g.group.c_str(), g.modules, g.planted, g.k_min, g.k_max, 100.0 * g.kept_min,
-                100.0 * g.kept_max, g.sigma_down / g.modules, g.sigma_up / g.modules, g.window_low,
-                g.window_high,
-                (report.threshold > g.window_low && report.threshold <= g.window_high)
-                    ? ""
-                    : "  <- p outside");
+    char chosen[32], kept[32], sigma[48];
+    if (g.k_min == g.k_max)
+      std::snprintf(chosen, sizeof chosen, "%zu", g.k_min);
+    else
+      std::snprintf(chosen, sizeof chosen, "%zu..%zu", g.k_min, g.k_max);
+    if (std::abs(g.kept_max - g.kept_min) < 5e-5)
+      std::snprintf(kept, sizeof kept, "%.2f%%", 100.0 * g.kept_min);
+    else
+      std::snprintf(kept, sizeof kept, "%.2f..%.2f%%", 100.0 * g.kept_min, 100.0 * g.kept_max);
+    std::snprintf(sigma, sizeof sigma, "%.5f / %.5f", g.sigma_down / g.modules,
+                  g.sigma_up / g.modules);
+    const bool inside = report.threshold > g.window_low && report.threshold <= g.window_high;
+    std::printf("%-20s %7zu %9zu %9s %15s %19s  (%.4f, %.4f]%s\n", g.group.c_str(), g.modules,
+                g.planted, chosen, kept, sigma, g.window_low, g.window_high,
+                inside ? "" : "  <- p outside");
   }
   std::printf(
       "\nTotal kept rank %zu of %zu allocated. Built the factors in %.2f s; RESTART took "
