@@ -24,6 +24,7 @@
 
 #include "aclora/aclora.hpp"
 #include "aclora/backends/torch.hpp"
+#include "planted_lora.hpp"
 #include "sdxl_shapes.hpp"
 
 namespace {
@@ -96,25 +97,24 @@ double seconds(const at::Device& device, F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The LoRA factors of the workload with a planted decaying spectrum plus noise: the rank
-// axis is scaled by 2^(-i/4) (so a few directions hold most of the energy) over Gaussian
-// entries; fixed seed.
+// The LoRA factors of the workload (bench/common/planted_lora.hpp: 8 planted components
+// holding 90 % of each factor's energy, decay 0.8, plus Gaussian noise; fixed seed).
 std::vector<Module> make_model(const std::vector<aclora::workload::LinearFamily>& families,
-                               std::int64_t rank, const at::Device& device) {
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(20240601);
-  const at::Tensor scales = at::pow(2.0, -0.25 * at::arange(rank, at::kFloat));
+                               std::int64_t rank, const at::Device& device, unsigned threads) {
+  const auto planted = aclora::workload::planted_lora(
+      families, static_cast<std::size_t>(rank),
+      [](const aclora::workload::LinearFamily&) { return aclora::workload::PlantedSpectrum{}; },
+      20240601, threads);
+  auto tensor = [&](const aclora::workload::PlantedFactor& factor) {
+    return at::from_blob(
+               const_cast<float*>(factor.values.data()),
+               {static_cast<std::int64_t>(factor.rows), static_cast<std::int64_t>(factor.cols)},
+               at::kFloat)
+        .to(device, /*non_blocking=*/false, /*copy=*/true);
+  };
   std::vector<Module> model;
-  for (const auto& family : families) {
-    const auto in = static_cast<std::int64_t>(family.in_features);
-    const auto out = static_cast<std::int64_t>(family.out_features);
-    for (std::size_t i = 0; i < family.count; ++i) {
-      at::Tensor down = at::randn({rank, in}, generator, at::kFloat) * scales.unsqueeze(1) *
-                        (1.0 / std::sqrt(double(in)));
-      at::Tensor up = at::randn({out, rank}, generator, at::kFloat) * scales * 1e-2;
-      model.push_back(
-          Module::lora(family.group + "." + std::to_string(i), down.to(device), up.to(device)));
-    }
-  }
+  for (const auto& module : planted)
+    model.push_back(Module::lora(module.name, tensor(module.down), tensor(module.up)));
   return model;
 }
 
@@ -249,7 +249,8 @@ int main(int argc, char** argv) {
     std::printf("%s: measured copy bandwidth %.1f GB/s%s\n", name.c_str(), bandwidth / 1e9,
                 device.is_cuda() ? " (H200 nominal 4800 GB/s)" : "");
     for (std::int64_t rank : settings.ranks) {
-      std::vector<Module> model = make_model(families, rank, device);
+      std::vector<Module> model =
+          make_model(families, rank, device, static_cast<unsigned>(settings.threads));
       std::vector<at::Tensor> pristine;
       for (const auto& module : model)
         for (const auto& layer : module.layers)
