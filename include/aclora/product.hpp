@@ -37,9 +37,9 @@ namespace aclora {
 
 /// A small dense double matrix, column-major (entry (i, j) at data[i + j * rows]).
 struct SmallMatrix {
-  std::size_t rows = 0;
-  std::size_t cols = 0;
-  std::vector<double> data;
+  std::size_t rows = 0;      ///< number of rows
+  std::size_t cols = 0;      ///< number of columns
+  std::vector<double> data;  ///< rows * cols entries, column-major
 
   /// A rows x cols matrix of zeros.
   static SmallMatrix zeros(std::size_t rows, std::size_t cols) {
@@ -53,15 +53,15 @@ struct SmallMatrix {
 
 /// A symmetric eigen-decomposition: values in DECREASING order, vectors as columns.
 struct SymmetricEigen {
-  std::vector<double> values;
-  SmallMatrix vectors;
+  std::vector<double> values;  ///< eigenvalues, decreasing
+  SmallMatrix vectors;         ///< eigenvectors as columns, in the order of values
 };
 
 /// A full SVD of a square matrix: M = U diag(s) V^T, s decreasing.
 struct SmallSvd {
-  SmallMatrix u;
-  std::vector<double> s;
-  SmallMatrix v;
+  SmallMatrix u;          ///< left singular vectors (columns)
+  std::vector<double> s;  ///< singular values, decreasing
+  SmallMatrix v;          ///< right singular vectors (columns)
 };
 
 /// Dense primitives the product analysis needs from a backend P:
@@ -95,7 +95,7 @@ struct ProductSpectrum {
 
 /// What product_analyze keeps for refactoring.
 struct ProductDecomposition {
-  ProductSpectrum spectrum;
+  ProductSpectrum spectrum;         ///< singular values of dW
   std::vector<double> up_values;    ///< eigenvalues of G_B, decreasing
   SmallMatrix up_vectors;           ///< Q_B
   std::vector<double> down_values;  ///< eigenvalues of G_A, decreasing
@@ -108,8 +108,8 @@ struct ProductFactors {
   std::size_t rank = 0;     ///< K
   std::size_t rows = 0;     ///< out: rows of up'
   std::size_t columns = 0;  ///< in: columns of down'
-  std::vector<float> up;
-  std::vector<float> down;
+  std::vector<float> up;    ///< up' = B M_B, rows x rank, row-major
+  std::vector<float> down;  ///< down' = M_A A, rank x columns, row-major
 };
 
 namespace detail {

@@ -64,7 +64,7 @@ inline void read_diffusers(const safetensors::Reader& reader, LoraFile& file) {
     const safetensors::TensorView* up = nullptr;
     const safetensors::TensorView* alpha = nullptr;
   };
-  std::map<std::string, Group> groups;  // keyed by "<component>.<path>"
+  std::map<std::string, Group> groups;  // keyed by "COMPONENT.PATH"
   std::vector<std::string> order;
   for (const auto& tensor : reader.tensors()) {
     const std::string_view key = tensor.name;

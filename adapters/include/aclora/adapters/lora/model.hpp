@@ -28,7 +28,7 @@ class Error : public std::runtime_error {
 /// The key layout of a file.
 enum class Format {
   kohya,      ///< lora_unet_... .lora_down.weight / .lora_up.weight / .alpha
-  peft,       ///< base_model.model.<path>.lora_A.weight / .lora_B.weight (+ adapter_config.json)
+  peft,       ///< base_model.model.PATH.lora_A.weight / .lora_B.weight (+ adapter_config.json)
   diffusers,  ///< unet. / text_encoder. / text_encoder_2. + lora_A/B, lora.down/up,
               ///< lora_linear_layer
   lycoris,    ///< kohya prefixes with LoKr (lokr_w1...) or LoHa (hada_w1_a...) tensors
@@ -55,10 +55,10 @@ enum class ModuleKind { linear, conv };
 /// One LoRA module: dW = (alpha / rank) * up @ down, with the factors still in the file.
 struct LoraModule {
   std::string name;  ///< canonical kohya name, e.g. lora_unet_input_blocks_4_1_..._to_q
-  Component component = Component::unet;
-  std::string path;    ///< dotted diffusers-tree path inside the component
+  Component component = Component::unet;  ///< the model it adapts
+  std::string path;                       ///< dotted diffusers-tree path inside the component
   std::string source;  ///< key prefix in the file (what precedes .lora_down.weight etc.)
-  ModuleKind kind = ModuleKind::linear;
+  ModuleKind kind = ModuleKind::linear;                 ///< linear or conv
   safetensors::TensorView down;                         ///< [rank, in] or [rank, in, kh, kw]
   safetensors::TensorView up;                           ///< [out, rank] or [out, rank, 1, 1]
   std::optional<safetensors::TensorView> alpha_tensor;  ///< the stored alpha, when any
@@ -86,8 +86,8 @@ struct LycorisModule {
 /// A LoRA file (or a PEFT adapter folder) read as modules. Views into the mapped file(s):
 /// the LoraFile owns the readers, so the modules stay valid as long as it lives.
 struct LoraFile {
-  std::filesystem::path path;  ///< as given to open_lora
-  Format format = Format::kohya;
+  std::filesystem::path path;                   ///< as given to open_lora
+  Format format = Format::kohya;                ///< the detected key layout
   std::vector<safetensors::Reader> readers;     ///< one per file (PEFT folders: one per component)
   std::map<std::string, std::string> metadata;  ///< safetensors metadata of the (first) file
   std::vector<LoraModule> modules;              ///< in file order

@@ -90,7 +90,7 @@ inline LoraFile read_lora_bytes(std::vector<std::byte> bytes, const std::string&
 /// Opens a LoRA: a .safetensors file of any supported layout (PEFT: adapter_config.json
 /// beside it is read), a PEFT adapter folder (adapter_model.safetensors inside), or a folder
 /// of PEFT component folders (unet/, text_encoder/, text_encoder_2/).
-/// @throws Error "<path>: <problem>" for a missing or unreadable file, an invalid
+/// @throws Error "PATH: problem" for a missing or unreadable file, an invalid
 /// safetensors file, an unknown layout, unpaired factors or bad shapes.
 inline LoraFile open_lora(const std::filesystem::path& path) {
   LoraFile file;

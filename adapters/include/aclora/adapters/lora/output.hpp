@@ -21,19 +21,19 @@ namespace aclora::lora {
 
 /// One tensor to write: dtype, shape and little-endian bytes.
 struct OutputTensor {
-  safetensors::Dtype dtype = safetensors::Dtype::F32;
-  std::vector<std::int64_t> shape;
-  std::vector<std::byte> bytes;
+  safetensors::Dtype dtype = safetensors::Dtype::F32;  ///< element type
+  std::vector<std::int64_t> shape;                     ///< dimensions, outermost first
+  std::vector<std::byte> bytes;                        ///< little-endian data
 };
 
 /// One module to write.
 struct OutputModule {
-  std::string name;  ///< kohya name
-  Component component = Component::unet;
-  std::string path;  ///< diffusers-tree path
-  ModuleKind kind = ModuleKind::linear;
-  OutputTensor down;
-  OutputTensor up;
+  std::string name;                          ///< kohya name
+  Component component = Component::unet;     ///< the model it adapts
+  std::string path;                          ///< diffusers-tree path
+  ModuleKind kind = ModuleKind::linear;      ///< linear or conv
+  OutputTensor down;                         ///< [r, in] or [r, in, kh, kw]
+  OutputTensor up;                           ///< [out, r] or [out, r, 1, 1]
   double alpha = 0.0;                        ///< effective alpha: dW = alpha / rank * up @ down
   std::size_t rank = 0;                      ///< r
   std::optional<OutputTensor> alpha_tensor;  ///< the source's alpha bytes, kept when unchanged

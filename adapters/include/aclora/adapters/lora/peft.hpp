@@ -1,5 +1,5 @@
 /// @file peft.hpp
-/// @brief Reading PEFT adapters: base_model.model.<path>.lora_A.weight / .lora_B.weight.
+/// @brief Reading PEFT adapters: base_model.model.PATH.lora_A.weight / .lora_B.weight.
 #pragma once
 
 #include <map>

@@ -382,8 +382,8 @@ inline std::optional<std::string> kohya_name(Component component, std::string_vi
 /// the LDM tree or in the diffusers tree, lora_te1_, lora_te2_ and lora_te_ (= text encoder
 /// 1). nullopt for any other prefix or an unmappable UNet path.
 struct KohyaTarget {
-  Component component;
-  std::string path;  ///< dotted, diffusers tree
+  Component component;  ///< the model
+  std::string path;     ///< dotted, diffusers tree
 };
 
 /// Parses a kohya module name (see KohyaTarget).

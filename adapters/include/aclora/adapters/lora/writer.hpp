@@ -185,7 +185,7 @@ inline std::map<std::string, std::string> kohya_metadata(
   return out;
 }
 
-/// Writes a kohya file: <name>.lora_down.weight, .lora_up.weight, .alpha per module (alpha
+/// Writes a kohya file: NAME.lora_down.weight, .lora_up.weight, .alpha per module (alpha
 /// bytes of the source kept when unchanged, else an F32 scalar).
 /// @throws Error when the file cannot be written (nothing is left at `path` then).
 inline void write_kohya(const std::vector<OutputModule>& modules,
@@ -209,7 +209,7 @@ inline void write_kohya(const std::vector<OutputModule>& modules,
   });
 }
 
-/// Writes a diffusers file: <component>.<path>.lora_A.weight / .lora_B.weight with each
+/// Writes a diffusers file: COMPONENT.PATH.lora_A.weight / .lora_B.weight with each
 /// module's scale folded into lora_B (so alpha = r holds), and lora_adapter_metadata stating
 /// r = lora_alpha per module (diffusers otherwise assumes one alpha for all ranks).
 /// @throws Error when the file cannot be written (nothing is left at `path` then).
@@ -238,7 +238,7 @@ inline void write_diffusers(const std::vector<OutputModule>& modules,
 
 /// Writes PEFT adapters into the folder `directory`: one sub-folder per component (unet,
 /// text_encoder, text_encoder_2), each with adapter_model.safetensors
-/// (base_model.model.<path>.lora_A / lora_B, bytes as given; text_encoder paths without the
+/// (base_model.model.PATH.lora_A / lora_B, bytes as given; text_encoder paths without the
 /// text_model level, as transformers 5's CLIPTextModel names them) and adapter_config.json (ranks
 /// and alphas per module in rank_pattern / alpha_pattern). Built in a temporary folder and
 /// renamed into place.
