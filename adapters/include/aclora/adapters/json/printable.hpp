@@ -12,8 +12,8 @@
 namespace aclora::json {
 
 /// Copy of text for an error message: control characters and bytes that are
-/// not UTF-8 become \xNN, quotes and backslashes are kept as they are, and
-/// text longer than max_bytes is cut (at a character boundary) with "..." added.
+/// not UTF-8 become \\xNN (NN: two upper-case hex digits), quotes and backslashes are kept as they
+/// are, and text longer than max_bytes is cut (at a character boundary) with "..." added.
 inline std::string printable(std::string_view text, std::size_t max_bytes = 120) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;

@@ -60,7 +60,9 @@ constexpr std::string_view kind_name(Kind kind) {
 class Number {
  public:
   constexpr Number() = default;
+  /// An exact integer.
   constexpr explicit Number(std::int64_t value) : integer_(value), real_(0), is_integer_(true) {}
+  /// A double; kept as a double even when it holds a whole number.
   constexpr explicit Number(double value) : integer_(0), real_(value), is_integer_(false) {}
 
   /// True when the number is held as an exact int64 (an integer literal in range).
@@ -70,6 +72,7 @@ class Number {
   /// The value as a double (rounded for integers beyond 2^53).
   constexpr double real() const { return is_integer_ ? static_cast<double>(integer_) : real_; }
 
+  /// Two integers compare exactly; otherwise the values compare as doubles.
   friend constexpr bool operator==(const Number& a, const Number& b) {
     if (a.is_integer_ && b.is_integer_) {
       return a.integer_ == b.integer_;
@@ -87,29 +90,46 @@ class Number {
 class Value {
  public:
   Value() = default;
+  /// Null.
   Value(std::nullptr_t) {}
+  /// A boolean.
   Value(bool value) : data_(value) {}
   /// Any integral type except bool: exact when it fits in int64, else a double.
   template <class T>
   requires(std::is_integral_v<T> && !std::is_same_v<T, bool>) Value(T value)
       : data_(make_integer(value)) {}
+  /// A number held as a double (also for whole numbers).
   Value(double value) : data_(Number(value)) {}
+  /// A number held as a double (widened exactly from float).
   Value(float value) : data_(Number(static_cast<double>(value))) {}
+  /// A number.
   Value(Number value) : data_(value) {}
+  /// A string (UTF-8 is checked by dump(), not here).
   Value(std::string value) : data_(std::move(value)) {}
+  /// A string, copied.
   Value(std::string_view value) : data_(std::string(value)) {}
+  /// A string copied from a NUL-terminated C string (must not be null).
   Value(const char* value) : data_(std::string(value)) {}
+  /// An array.
   Value(Array value) : data_(std::move(value)) {}
+  /// An object.
   Value(Object value) : data_(std::move(value)) {}
 
+  /// Which kind of value this is.
   Kind kind() const { return static_cast<Kind>(data_.index()); }
+  /// True for null.
   bool is_null() const { return kind() == Kind::kNull; }
+  /// True for a boolean.
   bool is_bool() const { return kind() == Kind::kBool; }
+  /// True for a number (integer or double).
   bool is_number() const { return kind() == Kind::kNumber; }
   /// True for numbers held as an exact int64.
   bool is_integer() const { return is_number() && std::get<Number>(data_).is_integer(); }
+  /// True for a string.
   bool is_string() const { return kind() == Kind::kString; }
+  /// True for an array.
   bool is_array() const { return kind() == Kind::kArray; }
+  /// True for an object.
   bool is_object() const { return kind() == Kind::kObject; }
 
   /// @throws Error when not a boolean.
@@ -130,9 +150,13 @@ class Value {
   const std::string& as_string() const { return get<std::string>(Kind::kString); }
   /// @throws Error when not an array.
   const Array& as_array() const { return get<Array>(Kind::kArray); }
+  /// Mutable access to the array.
+  /// @throws Error when not an array.
   Array& as_array() { return get<Array>(Kind::kArray); }
   /// @throws Error when not an object.
   const Object& as_object() const { return get<Object>(Kind::kObject); }
+  /// Mutable access to the object's members.
+  /// @throws Error when not an object.
   Object& as_object() { return get<Object>(Kind::kObject); }
 
   /// Member lookup in an object: nullptr when absent or when this is not an object.
@@ -147,6 +171,7 @@ class Value {
     }
     return nullptr;
   }
+  /// True when this is an object with a member named key.
   bool contains(std::string_view key) const { return find(key) != nullptr; }
 
   /// Member access for building objects: a null value becomes an empty object,

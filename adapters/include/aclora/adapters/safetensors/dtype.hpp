@@ -115,53 +115,65 @@ constexpr std::optional<Dtype> parse_dtype(std::string_view name) {
   return std::nullopt;
 }
 
-/// The Dtype whose elements are stored exactly as C++ type T; void when none.
+/// The Dtype whose elements are stored exactly as C++ type T, as the member
+/// `value`; only declared (incomplete) for other types.
 /// (F16, BF16 and F8 have no C++ type: use the byte interface for them.)
 template <class T>
 struct dtype_of;
+/// dtype_of for bool: stored as Dtype::BOOL.
 template <>
 struct dtype_of<bool> {
-  static constexpr Dtype value = Dtype::BOOL;
+  static constexpr Dtype value = Dtype::BOOL;  ///< The matching Dtype.
 };
+/// dtype_of for std::uint8_t: stored as Dtype::U8.
 template <>
 struct dtype_of<std::uint8_t> {
-  static constexpr Dtype value = Dtype::U8;
+  static constexpr Dtype value = Dtype::U8;  ///< The matching Dtype.
 };
+/// dtype_of for std::int8_t: stored as Dtype::I8.
 template <>
 struct dtype_of<std::int8_t> {
-  static constexpr Dtype value = Dtype::I8;
+  static constexpr Dtype value = Dtype::I8;  ///< The matching Dtype.
 };
+/// dtype_of for std::int16_t: stored as Dtype::I16.
 template <>
 struct dtype_of<std::int16_t> {
-  static constexpr Dtype value = Dtype::I16;
+  static constexpr Dtype value = Dtype::I16;  ///< The matching Dtype.
 };
+/// dtype_of for std::uint16_t: stored as Dtype::U16.
 template <>
 struct dtype_of<std::uint16_t> {
-  static constexpr Dtype value = Dtype::U16;
+  static constexpr Dtype value = Dtype::U16;  ///< The matching Dtype.
 };
+/// dtype_of for std::int32_t: stored as Dtype::I32.
 template <>
 struct dtype_of<std::int32_t> {
-  static constexpr Dtype value = Dtype::I32;
+  static constexpr Dtype value = Dtype::I32;  ///< The matching Dtype.
 };
+/// dtype_of for std::uint32_t: stored as Dtype::U32.
 template <>
 struct dtype_of<std::uint32_t> {
-  static constexpr Dtype value = Dtype::U32;
+  static constexpr Dtype value = Dtype::U32;  ///< The matching Dtype.
 };
+/// dtype_of for float: stored as Dtype::F32.
 template <>
 struct dtype_of<float> {
-  static constexpr Dtype value = Dtype::F32;
+  static constexpr Dtype value = Dtype::F32;  ///< The matching Dtype.
 };
+/// dtype_of for double: stored as Dtype::F64.
 template <>
 struct dtype_of<double> {
-  static constexpr Dtype value = Dtype::F64;
+  static constexpr Dtype value = Dtype::F64;  ///< The matching Dtype.
 };
+/// dtype_of for std::int64_t: stored as Dtype::I64.
 template <>
 struct dtype_of<std::int64_t> {
-  static constexpr Dtype value = Dtype::I64;
+  static constexpr Dtype value = Dtype::I64;  ///< The matching Dtype.
 };
+/// dtype_of for std::uint64_t: stored as Dtype::U64.
 template <>
 struct dtype_of<std::uint64_t> {
-  static constexpr Dtype value = Dtype::U64;
+  static constexpr Dtype value = Dtype::U64;  ///< The matching Dtype.
 };
 
 /// True when T has a dtype_of specialization.

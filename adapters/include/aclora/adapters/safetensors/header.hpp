@@ -29,6 +29,7 @@ inline constexpr std::string_view kMetadataKey = "__metadata__";
 
 /// The validated content of a safetensors file.
 struct ParsedFile {
+  /// The "__metadata__" map (empty when the header has none).
   std::map<std::string, std::string> metadata;
   /// Sorted by data offset (ties keep header order).
   std::vector<TensorView> tensors;

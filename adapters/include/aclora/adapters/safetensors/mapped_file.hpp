@@ -58,8 +58,10 @@ class MappedFile {
   }
 
   MappedFile() = default;
+  /// Takes over other's mapping; other is left empty.
   MappedFile(MappedFile&& other) noexcept
       : address_(std::exchange(other.address_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  /// Unmaps this file's mapping, then takes over other's; other is left empty.
   MappedFile& operator=(MappedFile&& other) noexcept {
     if (this != &other) {
       unmap();

@@ -59,7 +59,10 @@ class Reader {
     return Reader(std::move(storage), {}, std::move(label));
   }
 
+  /// Moves the file; TensorView bytes stay valid (the storage does not move).
   Reader(Reader&&) noexcept = default;
+  /// Moves the file; TensorView bytes of the source stay valid, those of the
+  /// replaced file do not.
   Reader& operator=(Reader&&) noexcept = default;
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;

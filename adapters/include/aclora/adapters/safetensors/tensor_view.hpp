@@ -16,8 +16,8 @@ namespace aclora::safetensors {
 /// little-endian bytes. The bytes point into the Reader's storage and stay
 /// valid as long as the Reader (or the Reader it was moved into) lives.
 struct TensorView {
-  std::string name;
-  Dtype dtype = Dtype::F32;
+  std::string name;          ///< The tensor's key in the header.
+  Dtype dtype = Dtype::F32;  ///< Element type of bytes.
   /// Dimensions, outermost first; empty for a scalar.
   std::vector<std::int64_t> shape;
   /// numel() * dtype_size(dtype) bytes.

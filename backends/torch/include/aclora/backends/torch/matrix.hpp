@@ -65,11 +65,11 @@ inline at::Tensor rank_major(const at::Tensor& matrix, RankAxis axis) {
 /// Layers that are processed together in one batch: same rank-major shape R x n, same
 /// storage dtype, same device.
 struct GroupKey {
-  std::int64_t rank = 0;    ///< R
-  std::int64_t length = 0;  ///< n
-  std::int32_t dtype = 0;   ///< c10::ScalarType
-  std::int32_t device_type = 0;
-  std::int32_t device_index = 0;
+  std::int64_t rank = 0;          ///< R
+  std::int64_t length = 0;        ///< n
+  std::int32_t dtype = 0;         ///< c10::ScalarType
+  std::int32_t device_type = 0;   ///< c10::DeviceType
+  std::int32_t device_index = 0;  ///< c10::DeviceIndex (-1: the current device)
 
   /// The key of a layer.
   static GroupKey of(const at::Tensor& matrix, RankAxis axis) {
@@ -78,6 +78,7 @@ struct GroupKey {
                     static_cast<std::int32_t>(matrix.device().type()),
                     static_cast<std::int32_t>(matrix.device().index())};
   }
+  /// Member-wise ordering, so keys can index a std::map.
   auto operator<=>(const GroupKey&) const = default;
 };
 
