@@ -38,72 +38,55 @@ inline void check_cusolver(cusolverStatus_t status, const char* what) {
   }
 }
 
-/// An owning device allocation that only grows (contents are not kept on growth).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  /// Takes over `other`'s allocation.
-  DeviceBuffer(DeviceBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-  /// Swaps allocations with `other`.
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
-    std::swap(data_, other.data_);
-    std::swap(size_, other.size_);
-    return *this;
-  }
-  ~DeviceBuffer() { release(); }
-
-  /// Makes room for `bytes` (at least); throws aclora::Error when the device is out of memory.
-  void reserve(std::size_t bytes) {
-    if (bytes <= size_)
-      return;
-    release();
+/// Device memory: cudaMalloc / cudaFree.
+struct DeviceMemory {
+  /// Allocates `bytes`; throws aclora::Error when the device is out of memory.
+  static void* allocate(std::size_t bytes) {
     void* data = nullptr;
     check_cuda(cudaMalloc(&data, bytes), "cudaMalloc of the workspace");
-    data_ = static_cast<unsigned char*>(data);
-    size_ = bytes;
+    return data;
   }
-  unsigned char* data() const { return data_; }  ///< first byte
-  std::size_t size() const { return size_; }     ///< capacity in bytes
-
- private:
-  void release() noexcept {
-    if (data_ != nullptr)
-      cudaFree(data_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  unsigned char* data_ = nullptr;
-  std::size_t size_ = 0;
+  /// Frees what allocate returned.
+  static void free(void* data) noexcept { cudaFree(data); }
 };
 
-/// An owning page-locked host allocation that only grows.
-class PinnedBuffer {
+/// Page-locked host memory: cudaMallocHost / cudaFreeHost.
+struct PinnedMemory {
+  /// Allocates `bytes`; throws aclora::Error when none can be had.
+  static void* allocate(std::size_t bytes) {
+    void* data = nullptr;
+    check_cuda(cudaMallocHost(&data, bytes), "cudaMallocHost of the staging buffer");
+    return data;
+  }
+  /// Frees what allocate returned.
+  static void free(void* data) noexcept { cudaFreeHost(data); }
+};
+
+/// An owning allocation of `Memory` (DeviceMemory or PinnedMemory) that only grows;
+/// contents are not kept on growth.
+template <class Memory>
+class GrowingBuffer {
  public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  GrowingBuffer() = default;
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
   /// Takes over `other`'s allocation.
-  PinnedBuffer(PinnedBuffer&& other) noexcept
+  GrowingBuffer(GrowingBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
   /// Swaps allocations with `other`.
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+  GrowingBuffer& operator=(GrowingBuffer&& other) noexcept {
     std::swap(data_, other.data_);
     std::swap(size_, other.size_);
     return *this;
   }
-  ~PinnedBuffer() { release(); }
+  ~GrowingBuffer() { release(); }
 
-  /// Makes room for `bytes` (at least).
+  /// Makes room for `bytes` (at least); throws aclora::Error when that fails.
   void reserve(std::size_t bytes) {
     if (bytes <= size_)
       return;
     release();
-    void* data = nullptr;
-    check_cuda(cudaMallocHost(&data, bytes), "cudaMallocHost of the staging buffer");
-    data_ = static_cast<unsigned char*>(data);
+    data_ = static_cast<unsigned char*>(Memory::allocate(bytes));
     size_ = bytes;
   }
   unsigned char* data() const { return data_; }  ///< first byte
@@ -112,13 +95,16 @@ class PinnedBuffer {
  private:
   void release() noexcept {
     if (data_ != nullptr)
-      cudaFreeHost(data_);
+      Memory::free(data_);
     data_ = nullptr;
     size_ = 0;
   }
   unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+using DeviceBuffer = GrowingBuffer<DeviceMemory>;  ///< device workspace
+using PinnedBuffer = GrowingBuffer<PinnedMemory>;  ///< page-locked staging memory
 
 /// cuBLAS and cuSOLVER handles bound to one stream, created on first use.
 class Handles {
