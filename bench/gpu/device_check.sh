@@ -16,51 +16,9 @@
 # Torch on CUDA: test_conformance_torch instantiates its suite for CPU tensors and for
 # CUDA tensors (TorchTraits<true>), which runs whenever torch::cuda::is_available(); no
 # environment variable is needed. bench_restart_torch gets --devices=cuda.
-set -uo pipefail
-
-usage() {
-  echo "usage: $0 OUT_DIR [--build-only] [--build-dir DIR]" >&2
-  exit 2
-}
-
-[[ $# -ge 1 ]] || usage
-out=$1
-shift
-build_only=0
-root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${ACLORA_DEVICE_BUILD_DIR:-/tmp/aclora-device-build}
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --build-only) build_only=1 ;;
-    --build-dir)
-      [[ $# -ge 2 ]] || usage
-      build=$2
-      shift
-      ;;
-    *) usage ;;
-  esac
-  shift
-done
-mkdir -p "$out" || exit 1
-out=$(cd "$out" && pwd)
-summary=$out/summary.txt
-: >"$summary"
-start=$(date +%s)
-
-note() { echo "$*" | tee -a "$summary"; }
-fail() {
-  note "device_check: $*"
-  exit 1
-}
-
-# 1. A GPU must be visible (fail fast otherwise).
-if [[ $build_only -eq 0 ]]; then
-  command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: no NVIDIA driver on this machine (use --build-only to only build)"
-  gpu=$(timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1) ||
-    fail "nvidia-smi failed: $gpu"
-  [[ -n $gpu ]] || fail "nvidia-smi lists no GPU"
-  note "GPU: $gpu"
-fi
+check_name=device_check
+default_build=/tmp/aclora-device-build
+source "$(dirname "$0")/common.sh"
 
 # 2. Toolchain: nvcc and (optionally) torch's CMake prefix.
 nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}

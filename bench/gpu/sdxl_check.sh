@@ -10,47 +10,9 @@
 # linears, and a 30-step guided sample with decoding: seconds and peak GPU memory, in
 # OUT_DIR/sdxl.json and OUT_DIR/summary.txt. Needs ICU, zlib and libpng headers (the
 # tokenizer and the PNG writer); --build-only stops after the build (no GPU needed).
-set -uo pipefail
-
-usage() {
-  echo "usage: $0 OUT_DIR [--build-only] [--build-dir DIR]" >&2
-  exit 2
-}
-[[ $# -ge 1 ]] || usage
-out=$1
-shift
-build_only=0
-root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${ACLORA_DEVICE_BUILD_DIR:-/tmp/aclora-sdxl-build}
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --build-only) build_only=1 ;;
-    --build-dir)
-      [[ $# -ge 2 ]] || usage
-      build=$2
-      shift
-      ;;
-    *) usage ;;
-  esac
-  shift
-done
-mkdir -p "$out" || exit 1
-out=$(cd "$out" && pwd)
-summary=$out/summary.txt
-: >"$summary"
-start=$(date +%s)
-note() { echo "$*" | tee -a "$summary"; }
-fail() {
-  note "sdxl_check: $*"
-  exit 1
-}
-
-if [[ $build_only -eq 0 ]]; then
-  command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: no NVIDIA driver (use --build-only)"
-  gpu=$(timeout 30 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1) ||
-    fail "nvidia-smi failed: $gpu"
-  note "GPU: $gpu"
-fi
+check_name=sdxl_check
+default_build=/tmp/aclora-sdxl-build
+source "$(dirname "$0")/common.sh"
 
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
 configure=(cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DACLORA_WITH_CUDA=OFF
