@@ -20,9 +20,10 @@ std::string usage() {
          "  restart FILE -o OUT --loss L --epoch E --epochs N [--seed S] [--to FORMAT]\n"
          "      one AC-LoRA RESTART of the factors (truncation + noise), as in training\n"
          "  convert FILE -o OUT --to kohya|diffusers|peft\n"
-         "common: --threads T (0 = all cores); --uniform-alpha (kohya output: one alpha for all\n"
-         "modules, the scale differences folded into lora_up; diffusers 0.42 mis-scales kohya\n"
-         "files whose alpha varies per module).\n"
+         "common: --threads T (0 = all cores); --uniform-alpha | --per-module-alpha (kohya\n"
+         "output: one alpha for all modules with the scale differences folded into lora_up,\n"
+         "since diffusers 0.42 mis-scales kohya files whose alpha varies per module; default\n"
+         "uniform for resize and restart, per module (bytes kept) for convert).\n"
          "FILE may be a PEFT adapter folder; PEFT output\n"
          "is a folder with one adapter per component (unet/, text_encoder/, text_encoder_2/).\n";
 }
@@ -78,6 +79,8 @@ Options parse(const std::vector<std::string>& args) {
       options.output = value();
     else if (arg == "--uniform-alpha")
       options.uniform_alpha = true;
+    else if (arg == "--per-module-alpha")
+      options.uniform_alpha = false;
     else if (arg == "--json")
       options.json = true;
     else if (arg == "--rank")

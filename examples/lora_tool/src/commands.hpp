@@ -35,7 +35,9 @@ struct Options {
   std::optional<std::string> to;    // convert/resize --to kohya|diffusers|peft
   std::string dtype = "f32";        // resize: dtype of refactored factors (f32|f16|bf16|keep)
   unsigned threads = 0;             // worker threads (0 = hardware)
-  bool uniform_alpha = false;       // kohya output: one alpha for all modules (for diffusers)
+  // kohya output: one alpha for all modules (diffusers reads per-module alphas wrongly).
+  // Default: on for resize and restart (their alphas vary), off for convert (bit-exact).
+  std::optional<bool> uniform_alpha;
 };
 
 /// The factors of a module as float matrices: views into the file when stored as aligned

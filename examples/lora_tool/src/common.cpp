@@ -192,7 +192,7 @@ void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> 
                   const std::string& format, const Options& options) {
   const std::filesystem::path& path = *options.output;
   if (format == "kohya") {
-    if (options.uniform_alpha)
+    if (options.uniform_alpha.value_or(options.command != "convert"))
       lora::make_alpha_uniform(modules);
     lora::write_kohya(
         modules,
