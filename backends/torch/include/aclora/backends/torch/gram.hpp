@@ -102,6 +102,20 @@ inline void combine_rows(double* out, const double* base, const double* weights,
                          std::int64_t count) {
   std::int64_t j = 0;
 #if defined(__GNUC__) || defined(__clang__)
+  // Four independent accumulators hide the add latency; each entry still sums its terms
+  // in the same order, so the bits equal the one-accumulator loop below.
+  for (; j + 8 <= count; j += 8) {
+    Double2 acc[4];
+    for (int v = 0; v < 4; ++v)
+      acc[v] = base ? load2(base + j + 2 * v) : Double2{0.0, 0.0};
+    for (std::int64_t k = 0; k < terms; ++k) {
+      const double weight = weights[k * weight_step];
+      const double* const row = rows[k] + j;
+      for (int v = 0; v < 4; ++v)
+        acc[v] += weight * load2(row + 2 * v);
+    }
+    std::memcpy(out + j, acc, sizeof acc);
+  }
   for (; j + 2 <= count; j += 2) {
     Double2 acc = base ? load2(base + j) : Double2{0.0, 0.0};
     for (std::int64_t k = 0; k < terms; ++k)
