@@ -62,7 +62,7 @@ class Eigen {
                         std::span<LayerSpectrum> spectra) const {
     analysis_type bases(layers.size());
     eigen::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned) {
-      with_rank_major(layers[i], [&](auto&& rank_major) {
+      eigen::visit_rank_major(layers[i], [&](auto&& rank_major) {
         bases[i] = options_.method == eigen::Method::gram
                        ? eigen::analyze_gram(rank_major, options_.panel_width, spectra[i])
                        : eigen::analyze_direct_svd(rank_major, spectra[i]);
@@ -92,7 +92,7 @@ class Eigen {
       const MatrixShape size = shape(layers[i].matrix);
       const bool rows_axis = layers[i].axis == RankAxis::rows;
       const eigen::NoiseIndexing indexing{0, rows_axis ? size.cols : 1, rows_axis ? 1 : size.cols};
-      with_rank_major(layers[i], [&](auto&& rank_major) {
+      eigen::visit_rank_major(layers[i], [&](auto&& rank_major) {
         eigen::apply_layer(rank_major, bases[i], plans[i], indexing, options_.panel_width,
                            workspace);
       });
@@ -100,18 +100,6 @@ class Eigen {
   }
 
  private:
-  // Calls f with the layer seen as R x n: the map itself or its transpose.
-  template <class F>
-  static void with_rank_major(const Layer<matrix_type>& layer, F&& f) {
-    layer.matrix.visit([&](auto map) {
-      if (layer.axis == RankAxis::rows) {
-        f(map);
-      } else {
-        f(map.transpose());
-      }
-    });
-  }
-
   Options options_{};
 };
 

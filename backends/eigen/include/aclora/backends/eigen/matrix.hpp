@@ -7,6 +7,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "aclora/layer.hpp"
+
 namespace aclora::backends::eigen {
 
 /// Storage scalar of a view.
@@ -94,5 +96,18 @@ class MatrixView {
   std::ptrdiff_t row_stride_ = 0;
   std::ptrdiff_t col_stride_ = 0;
 };
+
+/// Calls `f` with the layer's matrix seen along its rank axis (R x n): the Eigen map
+/// itself for RankAxis::rows, its transpose for RankAxis::cols.
+template <class F>
+void visit_rank_major(const Layer<MatrixView>& layer, F&& f) {
+  layer.matrix.visit([&](auto map) {
+    if (layer.axis == RankAxis::rows) {
+      f(map);
+    } else {
+      f(map.transpose());
+    }
+  });
+}
 
 }  // namespace aclora::backends::eigen

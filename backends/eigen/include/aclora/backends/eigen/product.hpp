@@ -28,7 +28,7 @@ class ProductPrimitives {
   /// out = M M^T (R x R) of the factor seen along its rank axis; false on NaN or Inf.
   bool gram(const Layer<matrix_type>& layer, SmallMatrix& out) const {
     bool finite = true;
-    with_rank_major(layer, [&](auto&& rank_major) {
+    visit_rank_major(layer, [&](auto&& rank_major) {
       const ::Eigen::Index rank = rank_major.rows();
       const ::Eigen::Index length = rank_major.cols();
       ::Eigen::MatrixXd gram = ::Eigen::MatrixXd::Zero(rank, rank);
@@ -119,17 +119,6 @@ class ProductPrimitives {
   }
 
  private:
-  template <class F>
-  static void with_rank_major(const Layer<matrix_type>& layer, F&& f) {
-    layer.matrix.visit([&](auto map) {
-      if (layer.axis == RankAxis::rows) {
-        f(map);
-      } else {
-        f(map.transpose());
-      }
-    });
-  }
-
   ::Eigen::Index panel_width_;
 };
 
