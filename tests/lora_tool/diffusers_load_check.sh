@@ -22,15 +22,16 @@ for source in kohya.safetensors diffusers.safetensors diffusers_old.safetensors 
   "$tool" convert "$fixtures/$source" -o "$work/files/convert_${stem}_to_kohya.safetensors" --to kohya
   "$tool" convert "$fixtures/$source" -o "$work/files/convert_${stem}_to_diffusers.safetensors" --to diffusers
 done
+# resize and restart write one alpha for all kohya modules by default (diffusers 0.42
+# mis-scales kohya files whose alpha varies per module: the per-module variant records it).
 "$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_energy1_kohya.safetensors" --energy 1
-# kohya with one alpha for all modules (diffusers 0.42 mis-scales per-module alphas).
+"$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_energy1_kohya_per_module_alpha.safetensors" \
+  --energy 1 --per-module-alpha
 "$tool" convert "$fixtures/kohya.safetensors" -o "$work/files/convert_kohya_to_kohya_uniform_alpha.safetensors" \
   --to kohya --uniform-alpha
-"$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_energy1_kohya_uniform_alpha.safetensors" \
-  --energy 1 --uniform-alpha
 "$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_rank3_diffusers.safetensors" --rank 3 --to diffusers
-"$tool" restart "$fixtures/kohya.safetensors" -o "$work/files/restart_kohya_uniform_alpha.safetensors" \
-  --loss 0.1 --epoch 4 --epochs 10 --seed 1 --uniform-alpha
+"$tool" restart "$fixtures/kohya.safetensors" -o "$work/files/restart_kohya.safetensors" \
+  --loss 0.1 --epoch 4 --epochs 10 --seed 1
 
 # PEFT folders (one adapter per component).
 "$tool" convert "$fixtures/kohya.safetensors" -o "$work/peft_convert_out" --to peft

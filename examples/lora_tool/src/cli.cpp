@@ -23,7 +23,7 @@ std::string usage() {
          "common: --threads T (0 = all cores); --uniform-alpha | --per-module-alpha (kohya\n"
          "output: one alpha for all modules with the scale differences folded into lora_up,\n"
          "since diffusers 0.42 mis-scales kohya files whose alpha varies per module; default\n"
-         "uniform for resize and restart, per module (bytes kept) for convert).\n"
+         "uniform, except kohya -> kohya conversion, which keeps the bytes).\n"
          "FILE may be a PEFT adapter folder; PEFT output\n"
          "is a folder with one adapter per component (unet/, text_encoder/, text_encoder_2/).\n";
 }

@@ -36,7 +36,7 @@ struct Options {
   std::string dtype = "f32";        // resize: dtype of refactored factors (f32|f16|bf16|keep)
   unsigned threads = 0;             // worker threads (0 = hardware)
   // kohya output: one alpha for all modules (diffusers reads per-module alphas wrongly).
-  // Default: on for resize and restart (their alphas vary), off for convert (bit-exact).
+  // Default: on, except for kohya -> kohya conversion (kept bit-exact).
   std::optional<bool> uniform_alpha;
 };
 

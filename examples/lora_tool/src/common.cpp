@@ -192,7 +192,10 @@ void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> 
                   const std::string& format, const Options& options) {
   const std::filesystem::path& path = *options.output;
   if (format == "kohya") {
-    if (options.uniform_alpha.value_or(options.command != "convert"))
+    // Kohya to kohya conversion keeps the bytes (and the source's alphas); every other
+    // kohya output gets one alpha so that diffusers scales it right.
+    const bool keep_alphas = options.command == "convert" && source.format == lora::Format::kohya;
+    if (options.uniform_alpha.value_or(!keep_alphas))
       lora::make_alpha_uniform(modules);
     lora::write_kohya(
         modules,
