@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <set>
+#include <vector>
 
 #include "aclora/noise.hpp"
 #include "aclora/philox.hpp"
@@ -125,6 +126,25 @@ TEST(NoiseKey, NamedModulesIgnorePositionUnnamedUseIt) {
   EXPECT_NE(aclora::module_identity("to_q", 0), aclora::module_identity("to_k", 0));
   EXPECT_NE(aclora::module_identity("", 0), aclora::module_identity("", 1));
   EXPECT_EQ(aclora::module_identity("", 5), aclora::module_identity("", 5));
+}
+
+// The word-by-word generator of the vectorised noise paths equals philox4x32_10 block by
+// block, including across the 2^32 boundary of the low counter word.
+TEST(Philox, WordsInStructureOfArraysMatchTheScalarGenerator) {
+  const aclora::NoiseKey key{0x0123456789ABCDEFull, 0xFEDCBA9876543210ull};
+  const std::uint64_t first = 0xFFFFFFFDull;
+  constexpr std::size_t blocks = 7;
+  std::vector<std::uint32_t> words(4 * blocks);
+  aclora::philox_words(key, first, blocks, words.data());
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const std::uint64_t block = first + b;
+    const aclora::PhiloxBlock expected = aclora::philox4x32_10(
+        {{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+          static_cast<std::uint32_t>(key.stream), static_cast<std::uint32_t>(key.stream >> 32)}},
+        static_cast<std::uint32_t>(key.seed), static_cast<std::uint32_t>(key.seed >> 32));
+    for (std::size_t k = 0; k < 4; ++k)
+      EXPECT_EQ(words[k * blocks + b], expected.word[k]) << b;
+  }
 }
 
 }  // namespace

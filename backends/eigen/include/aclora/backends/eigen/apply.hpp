@@ -79,35 +79,11 @@ inline const float* gaussian_line(const NoiseKey& key, std::uint64_t begin, ::Ei
   const std::uint64_t first_block = begin / 4;
   const auto blocks = static_cast<::Eigen::Index>(
       (begin + static_cast<std::uint64_t>(count) + 3) / 4 - first_block);
-  // Philox-4x32-10 on all blocks at once, word by word (structure of arrays), so the
-  // compiler can vectorise the rounds; same arithmetic as philox4x32_10.
-  std::uint32_t* w0 = line.words.data();
-  std::uint32_t* w1 = w0 + blocks;
-  std::uint32_t* w2 = w1 + blocks;
-  std::uint32_t* w3 = w2 + blocks;
-  for (::Eigen::Index b = 0; b < blocks; ++b) {
-    const std::uint64_t block = first_block + static_cast<std::uint64_t>(b);
-    w0[b] = static_cast<std::uint32_t>(block);
-    w1[b] = static_cast<std::uint32_t>(block >> 32);
-    w2[b] = static_cast<std::uint32_t>(key.stream);
-    w3[b] = static_cast<std::uint32_t>(key.stream >> 32);
-  }
-  std::uint32_t key0 = static_cast<std::uint32_t>(key.seed);
-  std::uint32_t key1 = static_cast<std::uint32_t>(key.seed >> 32);
-  for (int round = 0; round < 10; ++round) {
-    for (::Eigen::Index b = 0; b < blocks; ++b) {
-      const std::uint64_t product0 = std::uint64_t{0xD2511F53u} * w0[b];
-      const std::uint64_t product1 = std::uint64_t{0xCD9E8D57u} * w2[b];
-      const std::uint32_t next0 = static_cast<std::uint32_t>(product1 >> 32) ^ w1[b] ^ key0;
-      const std::uint32_t next2 = static_cast<std::uint32_t>(product0 >> 32) ^ w3[b] ^ key1;
-      w1[b] = static_cast<std::uint32_t>(product1);
-      w3[b] = static_cast<std::uint32_t>(product0);
-      w0[b] = next0;
-      w2[b] = next2;
-    }
-    key0 += 0x9E3779B9u;
-    key1 += 0xBB67AE85u;
-  }
+  std::uint32_t* const w0 = line.words.data();
+  philox_words(key, first_block, static_cast<std::size_t>(blocks), w0);
+  const std::uint32_t* const w1 = w0 + blocks;
+  const std::uint32_t* const w2 = w1 + blocks;
+  const std::uint32_t* const w3 = w2 + blocks;
   // Pair 2b uses words (0, 1) of block b, pair 2b + 1 words (2, 3), as gaussian_block.
   for (::Eigen::Index b = 0; b < blocks; ++b) {
     line.first(2 * b) = (static_cast<float>(w0[b]) + 1.0f) * two_pow_minus_32;

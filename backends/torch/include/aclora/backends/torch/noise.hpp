@@ -88,37 +88,11 @@ inline const float* gaussian_span_float(const NoiseKey& key, std::uint64_t begin
       static_cast<std::int64_t>((begin + static_cast<std::uint64_t>(count) + 3) / 4 - first_block);
   const std::int64_t pairs = (2 * blocks + kPairPadding - 1) / kPairPadding * kPairPadding;
   scratch.reserve(pairs);
-  // Philox-4x32-10 word by word over all blocks (structure of arrays, so the rounds
-  // vectorise); the same arithmetic as philox4x32_10.
   std::uint32_t* const w0 = scratch.words.data();
-  std::uint32_t* const w1 = w0 + blocks;
-  std::uint32_t* const w2 = w1 + blocks;
-  std::uint32_t* const w3 = w2 + blocks;
-  const auto stream_low = static_cast<std::uint32_t>(key.stream);
-  const auto stream_high = static_cast<std::uint32_t>(key.stream >> 32);
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::uint64_t block = first_block + static_cast<std::uint64_t>(b);
-    w0[b] = static_cast<std::uint32_t>(block);
-    w1[b] = static_cast<std::uint32_t>(block >> 32);
-    w2[b] = stream_low;
-    w3[b] = stream_high;
-  }
-  auto key0 = static_cast<std::uint32_t>(key.seed);
-  auto key1 = static_cast<std::uint32_t>(key.seed >> 32);
-  for (int round = 0; round < 10; ++round) {
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint64_t product0 = std::uint64_t{0xD2511F53u} * w0[b];
-      const std::uint64_t product1 = std::uint64_t{0xCD9E8D57u} * w2[b];
-      const std::uint32_t next0 = static_cast<std::uint32_t>(product1 >> 32) ^ w1[b] ^ key0;
-      const std::uint32_t next2 = static_cast<std::uint32_t>(product0 >> 32) ^ w3[b] ^ key1;
-      w1[b] = static_cast<std::uint32_t>(product1);
-      w3[b] = static_cast<std::uint32_t>(product0);
-      w0[b] = next0;
-      w2[b] = next2;
-    }
-    key0 += 0x9E3779B9u;
-    key1 += 0xBB67AE85u;
-  }
+  philox_words(key, first_block, static_cast<std::size_t>(blocks), w0);
+  const std::uint32_t* const w1 = w0 + blocks;
+  const std::uint32_t* const w2 = w1 + blocks;
+  const std::uint32_t* const w3 = w2 + blocks;
   // Pair 2b uses words (0, 1) of block b, pair 2b + 1 words (2, 3), as gaussian_block.
   float* const first = scratch.first.data();
   float* const second = scratch.second.data();
