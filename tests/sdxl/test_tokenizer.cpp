@@ -300,9 +300,12 @@ Ids json_ids(const aclora::json::Value& array) {
 // (after the framing end id, which is kept when the pad is the end id itself).
 Ids repad(Ids ids, std::int64_t end_id, std::int64_t from_pad, std::int64_t to_pad) {
   size_t begin = ids.size();
-  while (begin > 0 && ids[begin - 1] == from_pad) --begin;
-  if (from_pad == end_id && begin < ids.size()) ++begin;
-  for (size_t i = begin; i < ids.size(); ++i) ids[i] = to_pad;
+  while (begin > 0 && ids[begin - 1] == from_pad)
+    --begin;
+  if (from_pad == end_id && begin < ids.size())
+    ++begin;
+  for (size_t i = begin; i < ids.size(); ++i)
+    ids[i] = to_pad;
   return ids;
 }
 
