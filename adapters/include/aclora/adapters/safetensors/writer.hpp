@@ -2,12 +2,6 @@
 /// @file
 /// @brief Writing safetensors files atomically (temporary file + fsync + rename).
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "aclora/adapters/io/atomic_file.hpp"
 #include "aclora/adapters/json/dump.hpp"
 #include "aclora/adapters/json/printable.hpp"
 #include "aclora/adapters/json/utf8.hpp"
@@ -159,24 +154,15 @@ class Writer {
   /// failure the temporary file is removed, an existing file at path is left
   /// untouched, and Error "<path>: <what failed>: <reason>" is thrown.
   void write(const std::filesystem::path& path) const {
-    const std::string label = path.string();
-    if (!path.has_filename()) {
-      throw Error(label + ": cannot write: the path names a directory, not a file");
-    }
-    const std::string head = header();
-    const std::filesystem::path directory =
-        path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    TempFile temp = TempFile::create(directory, path.filename().string(), label);
-    temp.write_all(head.data(), head.size());
-    for (const Entry& entry : entries_) {
-      temp.write_all(entry.data.data(), entry.data.size());
-    }
-    temp.commit(path);
-    // Make the rename itself durable; failure here does not undo the write.
-    const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-      ::fsync(dir_fd);
-      ::close(dir_fd);
+    try {
+      io::AtomicFile file(path, path.string());
+      const std::string head = header();
+      file.write(head.data(), head.size());
+      for (const Entry& entry : entries_)
+        file.write(entry.data.data(), entry.data.size());
+      file.commit();
+    } catch (const io::Error& error) {
+      throw Error(error.what());
     }
   }
 
@@ -186,90 +172,6 @@ class Writer {
     Dtype dtype;
     std::vector<std::int64_t> shape;
     std::vector<std::byte> data;
-  };
-
-  // A temporary file next to the target; removed unless commit() succeeded.
-  class TempFile {
-   public:
-    static TempFile create(const std::filesystem::path& directory, const std::string& filename,
-                           const std::string& label) {
-      static std::atomic<unsigned> counter{0};
-      for (int attempt = 0; attempt < 100; ++attempt) {
-        const std::filesystem::path candidate =
-            directory / ("." + filename + ".tmp-" + std::to_string(::getpid()) + "-" +
-                         std::to_string(counter.fetch_add(1)));
-        const int fd = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd >= 0) {
-          return TempFile(fd, candidate, label);
-        }
-        if (errno != EEXIST) {
-          throw Error(label + ": cannot create a temporary file in '" + directory.string() +
-                      "': " + std::strerror(errno));
-        }
-      }
-      throw Error(label + ": cannot create a temporary file in '" + directory.string() +
-                  "': too many leftover temporary files");
-    }
-
-    TempFile(const TempFile&) = delete;
-    TempFile& operator=(const TempFile&) = delete;
-    TempFile(TempFile&& other) noexcept
-        : fd_(std::exchange(other.fd_, -1)),
-          path_(std::move(other.path_)),
-          label_(std::move(other.label_)),
-          committed_(std::exchange(other.committed_, true)) {}
-    TempFile& operator=(TempFile&&) = delete;
-
-    ~TempFile() {
-      if (fd_ >= 0) {
-        ::close(fd_);
-      }
-      if (!committed_) {
-        ::unlink(path_.c_str());
-      }
-    }
-
-    void write_all(const void* data, std::size_t size) {
-      const char* cursor = static_cast<const char*>(data);
-      while (size > 0) {
-        const ::ssize_t written = ::write(fd_, cursor, size);
-        if (written < 0) {
-          if (errno == EINTR) {
-            continue;
-          }
-          fail("cannot write");
-        }
-        cursor += written;
-        size -= static_cast<std::size_t>(written);
-      }
-    }
-
-    void commit(const std::filesystem::path& target) {
-      if (::fsync(fd_) != 0) {
-        fail("cannot fsync");
-      }
-      const int fd = std::exchange(fd_, -1);
-      if (::close(fd) != 0) {
-        fail("cannot close");
-      }
-      if (::rename(path_.c_str(), target.c_str()) != 0) {
-        fail("cannot rename the temporary file over the target");
-      }
-      committed_ = true;
-    }
-
-   private:
-    TempFile(int fd, std::filesystem::path path, std::string label)
-        : fd_(fd), path_(std::move(path)), label_(std::move(label)) {}
-
-    [[noreturn]] void fail(const std::string& what) const {
-      throw Error(label_ + ": " + what + ": " + std::strerror(errno));
-    }
-
-    int fd_ = -1;
-    std::filesystem::path path_;
-    std::string label_;
-    bool committed_ = false;
   };
 
   std::map<std::string, std::string> metadata_;
