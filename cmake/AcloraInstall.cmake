@@ -10,6 +10,13 @@ install(DIRECTORY adapters/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS aclora_adapters EXPORT acloraAdaptersTargets)
 install(EXPORT acloraAdaptersTargets NAMESPACE aclora:: DESTINATION ${ACLORA_CMAKE_DIR})
 
+install(TARGETS aclora_logs EXPORT acloraLogsTargets)
+install(EXPORT acloraLogsTargets NAMESPACE aclora:: DESTINATION ${ACLORA_CMAKE_DIR})
+if(TARGET aclora_rank_picture)
+  install(TARGETS aclora_rank_picture EXPORT acloraRankPictureTargets)
+  install(EXPORT acloraRankPictureTargets NAMESPACE aclora:: DESTINATION ${ACLORA_CMAKE_DIR})
+endif()
+
 foreach(component IN ITEMS Eigen Torch CUDA)
   string(TOLOWER ${component} lower)
   if(TARGET aclora_${lower})
@@ -18,6 +25,11 @@ foreach(component IN ITEMS Eigen Torch CUDA)
     install(EXPORT aclora${component}Targets NAMESPACE aclora:: DESTINATION ${ACLORA_CMAKE_DIR})
   endif()
 endforeach()
+
+if(TARGET aclora_train)
+  install(TARGETS aclora_train EXPORT acloraTrainTargets)
+  install(EXPORT acloraTrainTargets NAMESPACE aclora:: DESTINATION ${ACLORA_CMAKE_DIR})
+endif()
 
 configure_package_config_file(cmake/acloraConfig.cmake.in
   ${PROJECT_BINARY_DIR}/acloraConfig.cmake INSTALL_DESTINATION ${ACLORA_CMAKE_DIR})

@@ -1,6 +1,7 @@
 # The INTERFACE targets: aclora::core, aclora::eigen, aclora::torch, aclora::cuda,
-# aclora::adapters and the umbrella aclora::aclora. Each backend target exists only
-# when its dependency was found (or is required with ACLORA_WITH_<X>=ON).
+# aclora::adapters, aclora::logs, aclora::rank_picture and the umbrella aclora::aclora.
+# Each backend target exists only when its dependency was found (or is required with
+# ACLORA_WITH_<X>=ON); aclora::rank_picture only when cairo was found.
 
 function(aclora_backend_wanted name found out)
   if(ACLORA_WITH_${name} STREQUAL "OFF")
@@ -27,6 +28,26 @@ target_link_libraries(aclora_adapters INTERFACE aclora_core)
 target_include_directories(aclora_adapters INTERFACE
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/adapters/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+
+# Log writers (metrics.jsonl, TensorBoard event files, progress bar): no dependency.
+add_library(aclora_logs INTERFACE)
+add_library(aclora::logs ALIAS aclora_logs)
+set_target_properties(aclora_logs PROPERTIES EXPORT_NAME logs)
+target_link_libraries(aclora_logs INTERFACE aclora_adapters)
+
+# The rank picture (logs/rank_picture.hpp) draws with cairo, found with pkg-config.
+find_package(PkgConfig QUIET)
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(ACLORA_CAIRO QUIET IMPORTED_TARGET GLOBAL cairo)
+endif()
+if(ACLORA_CAIRO_FOUND)
+  add_library(aclora_rank_picture INTERFACE)
+  add_library(aclora::rank_picture ALIAS aclora_rank_picture)
+  set_target_properties(aclora_rank_picture PROPERTIES EXPORT_NAME rank_picture)
+  target_link_libraries(aclora_rank_picture INTERFACE aclora_logs PkgConfig::ACLORA_CAIRO)
+else()
+  message(STATUS "aclora: cairo not found (pkg-config), aclora::rank_picture not created")
+endif()
 
 add_library(aclora INTERFACE)
 add_library(aclora::aclora ALIAS aclora)
@@ -93,6 +114,15 @@ if(ACLORA_HAVE_CUDA)
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/backends/cuda/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   list(APPEND ACLORA_ENABLED_BACKENDS CUDA)
+endif()
+
+# The LibTorch training layer (adapters/include/aclora/adapters/train): LoRA injection, the
+# RESTART hook, optimizer policy, training state, export. Header-only over aclora::torch.
+if(TARGET aclora_torch)
+  add_library(aclora_train INTERFACE)
+  add_library(aclora::train ALIAS aclora_train)
+  set_target_properties(aclora_train PROPERTIES EXPORT_NAME train)
+  target_link_libraries(aclora_train INTERFACE aclora_logs aclora_torch)
 endif()
 
 message(STATUS "aclora backends: ${ACLORA_ENABLED_BACKENDS}")

@@ -7,7 +7,7 @@ packages=(
   cmake g++ make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtorch-dev
-  libicu-dev zlib1g-dev libpng-dev
+  libicu-dev zlib1g-dev libpng-dev libcairo2-dev
   doxygen
 )
 
