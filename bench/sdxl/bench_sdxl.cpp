@@ -22,6 +22,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <aclora/adapters/train/network.hpp>
 #include "sdxl/lora.hpp"
 #include "sdxl/pipeline.hpp"
 
@@ -153,43 +154,28 @@ int main(int argc, char** argv) try {
     models.unet->forward(sample, timestep, context, added);
   });
 
-  // 2. LoRA training step: frozen base, rank-r adapters (down Kaiming-uniform, up zero as
-  // kohya initialises them) on every Linear inside the Transformer2D blocks.
-  for (auto& parameter : models.unet->parameters())
-    parameter.set_requires_grad(false);
-  std::vector<torch::Tensor> lora_parameters;
-  int64_t lora_modules = 0;
-  for (const auto& item : models.unet->named_modules()) {
-    auto linear = std::dynamic_pointer_cast<sdxl::LinearImpl>(item.value());
-    if (!linear || item.key().find("attentions.") == std::string::npos)
-      continue;
-    torch::Tensor down = torch::empty({options.rank, linear->in_features}, tensor_options);
-    torch::nn::init::kaiming_uniform_(down, std::sqrt(5.0));
-    torch::Tensor up = torch::zeros({linear->out_features, options.rank}, tensor_options);
-    auto adapter = std::make_shared<sdxl::LoraAdapter>(down, up, 1.0);
-    adapter->down.set_requires_grad(true);
-    adapter->up.set_requires_grad(true);
-    lora_parameters.push_back(adapter->down);
-    lora_parameters.push_back(adapter->up);
-    linear->set_adapter(adapter);
-    ++lora_modules;
-  }
+  // 2. LoRA training step: frozen base, rank-r LoRAs (kohya's initialisation) on every
+  // Linear inside the Transformer2D blocks, injected as a trainer injects them.
+  aclora::train::LoraNetwork network;
+  aclora::train::InjectOptions inject;
+  inject.rank = options.rank;
+  inject.factors.dtype = dtype;
+  inject.naming = aclora::train::Naming::sdxl_unet();
+  network.inject(*models.unet, aclora::train::Targets::sdxl_unet_linear(), inject);
+  const int64_t lora_modules = static_cast<int64_t>(network.size());
+  const std::vector<torch::Tensor> lora_parameters = network.parameters();
   models.unet->train();
   models.unet->set_gradient_checkpointing(true);
   const torch::Tensor target = torch::randn_like(sample);
   const Measurement training = measure(device, 3, [&] {
     const torch::Tensor prediction = models.unet->forward(sample, timestep, context, added);
     torch::mse_loss(prediction.to(torch::kFloat32), target.to(torch::kFloat32)).backward();
-    for (auto& parameter : lora_parameters)
+    for (auto parameter : lora_parameters)
       parameter.mutable_grad() = torch::Tensor();
   });
   models.unet->set_gradient_checkpointing(false);
   models.unet->eval();
-  for (const auto& item : models.unet->named_modules()) {
-    if (auto linear = std::dynamic_pointer_cast<sdxl::LinearImpl>(item.value())) {
-      linear->set_adapter(nullptr);
-    }
-  }
+  network.remove();
 
   // 3. Sampling: prompt encoding, Euler steps with guidance 5, VAE decode.
   sdxl::PipelineOptions pipeline_options;

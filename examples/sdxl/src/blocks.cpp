@@ -47,21 +47,11 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const BuildOptio
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
-  torch::Tensor output = torch::linear(input, weight, bias);
-  if (adapter_) {
-    output = output + adapter_->delta(input);
-  }
-  return output;
+  return with_adapter(input, torch::linear(input, weight, bias));
 }
 
-void LinearImpl::set_adapter(std::shared_ptr<LinearAdapter> adapter) {
-  if (adapter_) {
-    unregister_module("adapter");
-  }
-  adapter_ = std::move(adapter);
-  if (adapter_) {
-    register_module("adapter", adapter_);
-  }
+aclora::train::LayerGeometry LinearImpl::geometry() const {
+  return aclora::train::LayerGeometry{aclora::train::LayerKind::linear, in_features, out_features};
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride_, int64_t padding_,
@@ -76,7 +66,12 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride_,
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
-  return torch::conv2d(input, weight, bias, {stride, stride}, {padding, padding});
+  return with_adapter(input,
+                      torch::conv2d(input, weight, bias, {stride, stride}, {padding, padding}));
+}
+
+aclora::train::LayerGeometry Conv2dImpl::geometry() const {
+  return aclora::train::conv2d_geometry(weight, stride, padding);
 }
 
 GroupNormImpl::GroupNormImpl(int64_t groups_, int64_t channels, double eps_,

@@ -1,6 +1,7 @@
 #include "sdxl/lora.hpp"
 
 #include <aclora/adapters/safetensors/convert.hpp>
+#include <aclora/adapters/train/lora_adapter.hpp>
 
 #include <torch/torch.h>
 
@@ -33,26 +34,16 @@ torch::nn::Module* component_module(const LoraTargets& targets, Component compon
   return nullptr;
 }
 
-// One module resolved to its layer, with the update in fp32, checked but not yet applied.
+// One module resolved to its layer, with the factors in fp32, checked but not yet applied.
 struct PlannedUpdate {
-  std::shared_ptr<LinearImpl> linear;
-  std::shared_ptr<Conv2dImpl> conv;
+  std::shared_ptr<aclora::train::AdaptableLayer> layer;
   torch::Tensor down;  // [r, in * kh * kw]
   torch::Tensor up;    // [out, r]
-  double scale = 0.0;
+  double alpha = 0.0;
+  double multiplier = 1.0;
 };
 
 }  // namespace
-
-LoraAdapter::LoraAdapter(torch::Tensor down_factor, torch::Tensor up_factor, double scale_factor)
-    : scale(scale_factor) {
-  down = register_parameter("down", std::move(down_factor), /*requires_grad=*/false);
-  up = register_parameter("up", std::move(up_factor), /*requires_grad=*/false);
-}
-
-torch::Tensor LoraAdapter::delta(const torch::Tensor& input) {
-  return torch::matmul(torch::matmul(input, down.t()), up.t()) * scale;
-}
 
 LoraApplication apply_lora(const aclora::lora::LoraFile& file, const LoraTargets& targets,
                            double multiplier, LoraMode mode) {
@@ -79,17 +70,17 @@ LoraApplication apply_lora(const aclora::lora::LoraFile& file, const LoraTargets
       continue;
     }
     PlannedUpdate update;
-    update.linear = std::dynamic_pointer_cast<LinearImpl>(found->second);
-    update.conv = std::dynamic_pointer_cast<Conv2dImpl>(found->second);
-    if (!update.linear && !update.conv) {
+    update.layer = std::dynamic_pointer_cast<aclora::train::AdaptableLayer>(found->second);
+    if (!update.layer) {
       result.unmatched.push_back(module.name);
       continue;
     }
     const auto rank = static_cast<int64_t>(module.rank);
     update.down = factor_tensor(module.down).reshape({rank, -1});
     update.up = factor_tensor(module.up).reshape({-1, rank});
-    update.scale = multiplier * module.scale();
-    const torch::Tensor& weight = update.linear ? update.linear->weight : update.conv->weight;
+    update.alpha = module.alpha;
+    update.multiplier = multiplier;
+    const torch::Tensor& weight = update.layer->base_weight();
     const int64_t out = weight.size(0);
     const int64_t in = weight.numel() / out;
     if (update.up.size(0) != out || update.down.size(1) != in) {
@@ -109,16 +100,19 @@ LoraApplication apply_lora(const aclora::lora::LoraFile& file, const LoraTargets
 
   torch::NoGradGuard no_grad;
   for (auto& update : plan) {
-    torch::Tensor& weight = update.linear ? update.linear->weight : update.conv->weight;
-    if (mode == LoraMode::runtime && update.linear) {
+    const torch::Tensor& weight = update.layer->base_weight();
+    if (mode == LoraMode::runtime) {
       const auto options = weight.options();
-      update.linear->set_adapter(std::make_shared<LoraAdapter>(
-          update.down.to(options), update.up.to(options), update.scale));
+      auto adapter = std::make_shared<aclora::train::LoraAdapter>(
+          update.layer->geometry(), update.down.to(options), update.up.to(options), update.alpha);
+      adapter->set_multiplier(update.multiplier);
+      update.layer->add_adapter(std::move(adapter));
     } else {
-      const torch::Tensor delta = torch::matmul(update.up, update.down) * update.scale;
-      weight.add_(delta.view(weight.sizes()).to(weight.options()));
-      if (mode == LoraMode::runtime)
-        ++result.merged_convolutions;
+      const double scale =
+          update.multiplier * update.alpha / static_cast<double>(update.down.size(0));
+      const torch::Tensor delta = torch::matmul(update.up, update.down) * scale;
+      torch::Tensor target = weight;
+      target.add_(delta.view(weight.sizes()).to(weight.options()));
     }
     ++result.applied;
   }

@@ -123,7 +123,7 @@ TextEncoderLoadReport load_text_encoder(ClipTextModelImpl& model, const st::Read
   // 1. The table must describe the model exactly (adapter parameters aside).
   std::map<std::string, torch::Tensor> parameters;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
-    if (item.key().find(".adapter.") == std::string::npos)
+    if (!aclora::train::is_adapter_parameter(item.key()))
       parameters.emplace(item.key(), item.value());
   }
   std::set<std::string> covered;

@@ -3,15 +3,17 @@
 /// options they are built with. Our own small modules instead of torch::nn ones:
 /// they can be created on any device and dtype (including the meta device, for
 /// counting parameters without memory), can skip random initialisation when a
-/// checkpoint will overwrite them anyway, and a Linear can carry an adapter
-/// (LoRA) whose output is added to its own. Parameter names are "weight" and
-/// "bias", as in PyTorch, so module paths equal the diffusers keys.
+/// checkpoint will overwrite them anyway, and Linear and Conv2d carry adapter slots
+/// (aclora::train::AdaptableLayer: LoRAs trained or loaded, whose outputs are added to
+/// theirs). Parameter names are "weight" and "bias", as in PyTorch, so module paths
+/// equal the diffusers keys.
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <aclora/adapters/train/adaptable.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -35,18 +37,9 @@ struct BuildOptions {
   bool initializes() const { return initialize && device.type() != torch::kMeta; }
 };
 
-/// Something added to a Linear's output: y = W x + b + adapter.delta(x).
-/// A LoRA implementation derives from it; its parameters appear under
-/// "<linear path>.adapter.".
-class LinearAdapter : public torch::nn::Module {
- public:
-  /// @param input the Linear's input [..., in_features]
-  /// @return the addition to the Linear's output [..., out_features]
-  virtual torch::Tensor delta(const torch::Tensor& input) = 0;
-};
-
-/// y = x W^T + b (PyTorch's Linear, default initialisation U(+-1/sqrt(in))).
-class LinearImpl : public torch::nn::Module {
+/// y = x W^T + b (PyTorch's Linear, default initialisation U(+-1/sqrt(in))), plus the
+/// deltas of its adapters.
+class LinearImpl : public aclora::train::AdaptableLayer {
  public:
   /// @param in_features input width  @param out_features output width
   /// @param with_bias whether a bias is added  @param options dtype, device, init
@@ -54,26 +47,22 @@ class LinearImpl : public torch::nn::Module {
              const BuildOptions& options);
   /// @param input [..., in_features]  @return [..., out_features]
   torch::Tensor forward(const torch::Tensor& input);
-
-  /// Attaches (or, with nullptr, removes) the adapter whose delta is added to
-  /// the output. The adapter is registered as the child module "adapter".
-  void set_adapter(std::shared_ptr<LinearAdapter> adapter);
-  /// The attached adapter, or nullptr.
-  const std::shared_ptr<LinearAdapter>& adapter() const { return adapter_; }
+  /// Linear, in_features -> out_features.
+  aclora::train::LayerGeometry geometry() const override;
+  /// weight.
+  const torch::Tensor& base_weight() const override { return weight; }
 
   int64_t in_features;   ///< input width
   int64_t out_features;  ///< output width
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor bias;    ///< [out_features], undefined without bias
-
- private:
-  std::shared_ptr<LinearAdapter> adapter_;
 };
 /// Module holder (shared pointer) of LinearImpl.
 TORCH_MODULE(Linear);
 
-/// 2-D convolution with square kernel, stride and symmetric zero padding.
-class Conv2dImpl : public torch::nn::Module {
+/// 2-D convolution with square kernel, stride and symmetric zero padding, plus the
+/// deltas of its adapters.
+class Conv2dImpl : public aclora::train::AdaptableLayer {
  public:
   /// @param in_channels input channels  @param out_channels output channels
   /// @param kernel kernel size  @param stride stride  @param padding zero padding per side
@@ -82,6 +71,10 @@ class Conv2dImpl : public torch::nn::Module {
              int64_t padding, const BuildOptions& options);
   /// @param input [B, in_channels, H, W]  @return [B, out_channels, H', W']
   torch::Tensor forward(const torch::Tensor& input);
+  /// Conv2d with this kernel, stride and padding.
+  aclora::train::LayerGeometry geometry() const override;
+  /// weight.
+  const torch::Tensor& base_weight() const override { return weight; }
 
   int64_t stride;        ///< stride in both directions
   int64_t padding;       ///< zero padding on every side

@@ -1,6 +1,7 @@
 /// @file lora.hpp
 /// @brief LoRA files applied to the SDXL models at inference: merged into the
-/// weights, or kept as run-time adapters on the Linear layers.
+/// weights, or attached at run time as aclora::train::LoraAdapter (the same adapters
+/// training injects).
 #pragma once
 
 #include <aclora/adapters/lora/model.hpp>
@@ -18,8 +19,8 @@ namespace sdxl {
 /// How a LoRA reaches the model.
 enum class LoraMode {
   merge,    ///< W += multiplier * (alpha / r) * up @ down, once
-  runtime,  ///< Linear layers get an adapter adding multiplier * (alpha / r) * up(down(x));
-            ///< conv modules, which have no adapter hook, are merged
+  runtime,  ///< each Linear / Conv2d gets an adapter adding multiplier * (alpha / r) *
+            ///< up(down(x)); several files stack
 };
 
 /// The models a LoRA may touch; null ones are skipped (their modules count as unmatched).
@@ -32,23 +33,8 @@ struct LoraTargets {
 /// What applying one file did.
 struct LoraApplication {
   std::size_t applied = 0;               ///< modules merged or attached
-  std::size_t merged_convolutions = 0;   ///< conv modules merged in runtime mode
   std::vector<std::string> unmatched;    ///< module names with no layer in the models
   std::vector<std::string> unsupported;  ///< LyCORIS modules and unknown keys, not applied
-};
-
-/// A run-time LoRA on a Linear: delta(x) = scale * (x down^T) up^T.
-class LoraAdapter : public LinearAdapter {
- public:
-  /// @param down [r, in] @param up [out, r] (in the Linear's dtype and device)
-  /// @param scale multiplier * alpha / r
-  LoraAdapter(torch::Tensor down, torch::Tensor up, double scale);
-  /// scale * (input down^T) up^T
-  torch::Tensor delta(const torch::Tensor& input) override;
-
-  torch::Tensor down;  ///< [r, in]
-  torch::Tensor up;    ///< [out, r]
-  double scale;        ///< multiplier * alpha / r
 };
 
 /// Applies every module of `file` with the given multiplier. Shapes are checked for all

@@ -84,10 +84,9 @@ struct TextEncoderLoadReport {
   std::vector<std::string> consumed_keys() const;
 };
 
-/// Loads every parameter of `model` from `reader` (parameters under an
-/// ".adapter." path, i.e. attached LoRA adapters, are not part of the table and
-/// are left alone). Each tensor of the file whose
-/// key starts with `prefix` must be mapped (text_encoder_key_table) or ignored
+/// Loads every parameter of `model` from `reader` (parameters of attached adapters,
+/// aclora::train::is_adapter_parameter, are not part of the table and are left alone). Each tensor
+/// of the file whose key starts with `prefix` must be mapped (text_encoder_key_table) or ignored
 /// (is_ignored_text_encoder_key). Stored F16, BF16, F32 and F64 values are
 /// converted to each parameter's dtype and copied to its device. All keys, dtypes
 /// and shapes are checked before the first parameter is written, so on error
