@@ -1,0 +1,163 @@
+// The training loop (aclora/adapters/train/run.hpp): exact resume after SIGKILL and after
+// Ctrl-C, cumulative counters, metrics records, non-finite losses, used output folders.
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <aclora/adapters/json/parse.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "run_fixture.hpp"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fresh_folder(const std::string& name) {
+  const fs::path folder = fs::temp_directory_path() / ("aclora_run_test_" + name);
+  fs::remove_all(folder);
+  return folder;
+}
+
+std::string read(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The metrics records without their timings (the only fields that differ between runs).
+std::vector<aclora::json::Value> records_without_timings(const fs::path& path) {
+  std::vector<aclora::json::Value> records;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    aclora::json::Value record = aclora::json::parse(line);
+    auto& members = record.as_object();
+    std::erase_if(members, [](const auto& member) { return member.first == "seconds"; });
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+// Runs run_child with `arguments`; returns the wait status.
+int run_child(const std::vector<std::string>& arguments) {
+  std::vector<std::string> words{ACLORA_RUN_CHILD};
+  words.insert(words.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (auto& word : words)
+    argv.push_back(word.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+}  // namespace
+
+// A run killed by SIGKILL mid-epoch and resumed from its last state ends with factors
+// byte-identical to an uninterrupted run, and the same metrics records.
+TEST(TrainingRun, ResumeAfterSigkillIsBitIdentical) {
+  const fs::path straight = fresh_folder("straight");
+  const fs::path killed = fresh_folder("killed");
+  ASSERT_EQ(run_child({straight.string()}), 0);
+  const int status = run_child({killed.string(), "--kill-at-step", "10"});
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  // The newest state is the step-8 one, two steps into epoch 2 (1-based).
+  const auto latest = aclora::train::latest_state(killed / "state");
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->filename(), aclora::train::state_folder_name(8));
+  ASSERT_EQ(run_child({killed.string(), "--resume"}), 0);
+  EXPECT_EQ(read(killed / "final.safetensors"), read(straight / "final.safetensors"));
+  const auto expected = records_without_timings(straight / "metrics.jsonl");
+  EXPECT_EQ(records_without_timings(killed / "metrics.jsonl"), expected);
+  // 6 epochs x 6 steps, and RESTARTs after epochs 0, 2 and 4.
+  std::vector<std::int64_t> restart_epochs;
+  std::size_t steps = 0;
+  for (const auto& record : expected) {
+    if (record.find("type")->as_string() == "step")
+      ++steps;
+    else
+      restart_epochs.push_back(record.find("epoch")->as_int());
+  }
+  EXPECT_EQ(steps, 36u);
+  EXPECT_EQ(restart_epochs, (std::vector<std::int64_t>{0, 2, 4}));
+}
+
+// Ctrl-C (SIGINT) mid-epoch saves a state and returns; resuming in the same process ends
+// where an uninterrupted run ends, with counters that kept counting.
+TEST(TrainingRun, InterruptSavesAStateAndResumes) {
+  const fs::path straight = fresh_folder("straight_in_process");
+  const fs::path interrupted = fresh_folder("interrupted");
+  train_test::RunSettings settings;
+  settings.output = straight;
+  const auto full = train_test::run_training(settings);
+  EXPECT_FALSE(full.interrupted);
+  EXPECT_EQ(full.epochs_completed, 6);
+  EXPECT_EQ(full.global_step, 36);
+
+  settings.output = interrupted;
+  settings.interrupt_at_step = 15;
+  const auto first = train_test::run_training(settings);
+  EXPECT_TRUE(first.interrupted);
+  EXPECT_EQ(first.global_step, 16);  // the step in progress finishes, then the state is saved
+  ASSERT_TRUE(first.last_state);
+  EXPECT_EQ(first.last_state->filename(), aclora::train::state_folder_name(16));
+  settings.interrupt_at_step.reset();
+  settings.resume = true;
+  const auto second = train_test::run_training(settings);
+  EXPECT_FALSE(second.interrupted);
+  EXPECT_EQ(second.global_step, 36);
+  EXPECT_EQ(second.epochs_completed, 6);
+  EXPECT_EQ(second.module_ranks, full.module_ranks);
+  EXPECT_EQ(read(interrupted / "final.safetensors"), read(straight / "final.safetensors"));
+  EXPECT_EQ(records_without_timings(interrupted / "metrics.jsonl"),
+            records_without_timings(straight / "metrics.jsonl"));
+  EXPECT_FALSE(fs::is_empty(interrupted / "tensorboard"));
+}
+
+// A NaN loss stops the run at once with an error naming the step and the last good state;
+// no state is saved after it.
+TEST(TrainingRun, NonFiniteLossStopsAtThatStep) {
+  const fs::path folder = fresh_folder("nan");
+  train_test::RunSettings settings;
+  settings.output = folder;
+  settings.nan_at_step = 9;
+  try {
+    train_test::run_training(settings);
+    ADD_FAILURE() << "no error";
+  } catch (const aclora::train::NonFiniteLoss& error) {
+    const std::string text = error.what();
+    EXPECT_NE(text.find("step 10 (epoch 2, step 4 of the epoch)"), std::string::npos) << text;
+    EXPECT_NE(text.find(aclora::train::state_folder_name(8)), std::string::npos) << text;
+  }
+  EXPECT_EQ(aclora::train::latest_state(folder / "state")->filename(),
+            aclora::train::state_folder_name(8));
+}
+
+// A fresh run refuses an output folder that holds an earlier run's metrics or states.
+TEST(TrainingRun, FreshRunRefusesAUsedFolder) {
+  const fs::path folder = fresh_folder("used");
+  train_test::RunSettings settings;
+  settings.output = folder;
+  settings.epochs = 1;
+  train_test::run_training(settings);
+  const std::string metrics = read(folder / "metrics.jsonl");
+  try {
+    train_test::run_training(settings);
+    ADD_FAILURE() << "no error";
+  } catch (const aclora::train::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("resume it or choose another output folder"),
+              std::string::npos);
+  }
+  EXPECT_EQ(read(folder / "metrics.jsonl"), metrics);
+}
