@@ -161,3 +161,42 @@ TEST(TrainingRun, FreshRunRefusesAUsedFolder) {
   }
   EXPECT_EQ(read(folder / "metrics.jsonl"), metrics);
 }
+
+// A RESTART that fails (here: the mean loss is 0, for which p = 1 - L^alpha is undefined)
+// stops the run with aclora::Error, or, with continue_on_restart_error, is recorded in the
+// metrics and training goes on.
+TEST(TrainingRun, FailedRestartStopsOrIsLogged) {
+  for (const bool go_on : {false, true}) {
+    const fs::path folder = fresh_folder(go_on ? "restart_error_logged" : "restart_error");
+    torch::manual_seed(3);
+    train_test::TinyNet net;
+    aclora::train::LoraNetwork network;
+    aclora::train::InjectOptions inject;
+    inject.naming = aclora::train::Naming::plain("lora_unet");
+    network.inject(*net, aclora::train::Targets::patterns({"to_q"}), inject);
+    torch::optim::AdamW optimizer(network.parameters(), torch::optim::AdamWOptions(1e-3));
+    aclora::train::RunOptions options;
+    options.epochs = 3;
+    options.restart_every = 1;
+    options.output = folder;
+    options.progress = false;
+    options.continue_on_restart_error = go_on;
+    aclora::train::TrainingRun run(network, optimizer, options);
+    const auto zero_loss = [](const aclora::train::StepContext&) { return 0.0; };
+    if (!go_on) {
+      EXPECT_THROW(run.run(2, zero_loss), aclora::Error);
+      continue;
+    }
+    const auto summary = run.run(2, zero_loss);
+    EXPECT_EQ(summary.epochs_completed, 3);
+    EXPECT_FALSE(summary.last_restart);
+    std::size_t errors = 0;
+    for (const auto& record : records_without_timings(folder / "metrics.jsonl")) {
+      if (record.find("type")->as_string() == "restart_error") {
+        ++errors;
+        EXPECT_NE(record.find("error")->as_string().find("mean loss"), std::string::npos);
+      }
+    }
+    EXPECT_EQ(errors, 3u);
+  }
+}
