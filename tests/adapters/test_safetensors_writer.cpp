@@ -105,6 +105,24 @@ TEST(SafetensorsWriter, TypedAddStoresMatchingDtype) {
   EXPECT_EQ(file.to_f32("bf"), std::vector<float>{3.0f});
 }
 
+// add_view refers to the caller's bytes instead of copying them: the file equals the one
+// add writes, and it holds the bytes as they are at write time; the same checks apply.
+TEST(SafetensorsWriter, AddViewWritesTheCallersBytes) {
+  std::vector<float> values{1.0f, 2.0f, 3.0f};
+  st::Writer copied;
+  st::Writer viewed;
+  copied.add("x", {3}, values);
+  viewed.add_view("x", st::Dtype::F32, {3}, std::as_bytes(std::span(values)));
+  EXPECT_EQ(viewed.to_bytes(), copied.to_bytes());
+  values[1] = 7.0f;
+  EXPECT_EQ(st::Reader::from_bytes(viewed.to_bytes()).as<float>("x")[1], 7.0f);
+  EXPECT_EQ(st::Reader::from_bytes(copied.to_bytes()).as<float>("x")[1], 2.0f);
+  EXPECT_THROW(viewed.add_view("x", st::Dtype::F32, {3}, std::as_bytes(std::span(values))),
+               st::Error);
+  EXPECT_THROW(viewed.add_view("y", st::Dtype::F32, {4}, std::as_bytes(std::span(values))),
+               st::Error);
+}
+
 // Metadata survives exactly (quotes, newlines, UTF-8, empty values), is
 // written first, and the header is padded with spaces to a multiple of 8.
 TEST(SafetensorsWriter, MetadataRoundTripsAndHeaderLayout) {

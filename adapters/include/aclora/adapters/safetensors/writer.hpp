@@ -53,30 +53,15 @@ class Writer {
   /// bytes.size() != numel * dtype_size(dtype).
   void add(std::string name, Dtype dtype, std::vector<std::int64_t> shape,
            std::span<const std::byte> bytes) {
-    const std::string where = "safetensors writer: tensor '" + json::printable(name) + "': ";
-    if (name == kMetadataKey) {
-      throw Error(where + "the name __metadata__ is reserved for the metadata map");
-    }
-    if (!json::utf8::is_valid(name)) {
-      throw Error(where + "name is not valid UTF-8");
-    }
-    if (names_.contains(name)) {
-      throw Error(where + "duplicate tensor name");
-    }
-    const auto numel = checked_numel(shape);
-    if (!numel) {
-      throw Error(where + "shape " + shape_to_string(shape) +
-                  " has a negative dimension or too many elements");
-    }
-    const auto needed = checked_byte_size(*numel, dtype_size(dtype));
-    if (!needed || static_cast<std::uint64_t>(*needed) != bytes.size()) {
-      throw Error(where + "got " + std::to_string(bytes.size()) + " bytes but shape " +
-                  shape_to_string(shape) + " of " + std::string(dtype_name(dtype)) + " needs " +
-                  (needed ? std::to_string(*needed) : std::string("more than 2^63")) + " bytes");
-    }
-    names_.insert(name);
-    entries_.push_back(Entry{std::move(name), dtype, std::move(shape),
-                             std::vector<std::byte>(bytes.begin(), bytes.end())});
+    add_entry(std::move(name), dtype, std::move(shape), bytes, true);
+  }
+
+  /// Adds a tensor whose bytes are NOT copied: they must stay valid and unchanged until the
+  /// last write() or to_bytes() (for large tensors that already sit in memory).
+  /// @throws Error as add().
+  void add_view(std::string name, Dtype dtype, std::vector<std::int64_t> shape,
+                std::span<const std::byte> bytes) {
+    add_entry(std::move(name), dtype, std::move(shape), bytes, false);
   }
 
   /// Adds a tensor of a C++ element type (float -> F32, double -> F64,
@@ -117,7 +102,7 @@ class Writer {
     std::int64_t offset = 0;
     for (const Entry& entry : entries_) {
       json::Array shape(entry.shape.begin(), entry.shape.end());
-      const auto size = static_cast<std::int64_t>(entry.data.size());
+      const auto size = static_cast<std::int64_t>(entry.data().size());
       json::Object info;
       info.emplace_back("dtype", json::Value(dtype_name(entry.dtype)));
       info.emplace_back("shape", json::Value(std::move(shape)));
@@ -144,7 +129,7 @@ class Writer {
     std::vector<std::byte> out(reinterpret_cast<const std::byte*>(head.data()),
                                reinterpret_cast<const std::byte*>(head.data()) + head.size());
     for (const Entry& entry : entries_) {
-      out.insert(out.end(), entry.data.begin(), entry.data.end());
+      out.insert(out.end(), entry.data().begin(), entry.data().end());
     }
     return out;
   }
@@ -159,7 +144,7 @@ class Writer {
       const std::string head = header();
       file.write(head.data(), head.size());
       for (const Entry& entry : entries_)
-        file.write(entry.data.data(), entry.data.size());
+        file.write(entry.data().data(), entry.data().size());
       file.commit();
     } catch (const io::Error& error) {
       throw Error(error.what());
@@ -167,11 +152,44 @@ class Writer {
   }
 
  private:
+  void add_entry(std::string name, Dtype dtype, std::vector<std::int64_t> shape,
+                 std::span<const std::byte> bytes, bool copy) {
+    const std::string where = "safetensors writer: tensor '" + json::printable(name) + "': ";
+    if (name == kMetadataKey) {
+      throw Error(where + "the name __metadata__ is reserved for the metadata map");
+    }
+    if (!json::utf8::is_valid(name)) {
+      throw Error(where + "name is not valid UTF-8");
+    }
+    if (names_.contains(name)) {
+      throw Error(where + "duplicate tensor name");
+    }
+    const auto numel = checked_numel(shape);
+    if (!numel) {
+      throw Error(where + "shape " + shape_to_string(shape) +
+                  " has a negative dimension or too many elements");
+    }
+    const auto needed = checked_byte_size(*numel, dtype_size(dtype));
+    if (!needed || static_cast<std::uint64_t>(*needed) != bytes.size()) {
+      throw Error(where + "got " + std::to_string(bytes.size()) + " bytes but shape " +
+                  shape_to_string(shape) + " of " + std::string(dtype_name(dtype)) + " needs " +
+                  (needed ? std::to_string(*needed) : std::string("more than 2^63")) + " bytes");
+    }
+    names_.insert(name);
+    Entry entry{std::move(name), dtype, std::move(shape), {}, bytes, copy};
+    if (copy)
+      entry.owned.assign(bytes.begin(), bytes.end());
+    entries_.push_back(std::move(entry));
+  }
+
   struct Entry {
     std::string name;
     Dtype dtype;
     std::vector<std::int64_t> shape;
-    std::vector<std::byte> data;
+    std::vector<std::byte> owned;     // the copy made by add(); empty for add_view()
+    std::span<const std::byte> view;  // the caller's bytes (add_view)
+    bool copied = true;
+    std::span<const std::byte> data() const { return copied ? std::span(owned) : view; }
   };
 
   std::map<std::string, std::string> metadata_;

@@ -119,7 +119,8 @@ inline void reset_optimizer_state(torch::optim::Optimizer& optimizer,
 
 /// The per-tensor optimizer state of named parameters as named tensors: for AdamW / Adam
 /// "<name>.step" (int64 scalar), ".exp_avg", ".exp_avg_sq" (and ".max_exp_avg_sq" with
-/// amsgrad); for SGD ".momentum_buffer". Tensors are copies on the CPU.
+/// amsgrad); for SGD ".momentum_buffer". Tensors are detached, on the CPU (copies for other
+/// devices, the optimizer's own storage for CPU ones: read them before the next step).
 /// @throws Error for an optimizer other than AdamW, Adam or SGD.
 inline std::map<std::string, torch::Tensor> optimizer_state_tensors(
     torch::optim::Optimizer& optimizer,
@@ -128,7 +129,7 @@ inline std::map<std::string, torch::Tensor> optimizer_state_tensors(
   const detail::OptimizerKind kind = detail::kind_of(optimizer);
   std::map<std::string, torch::Tensor> out;
   auto& states = optimizer.state();
-  const auto copy = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).clone(); };
+  const auto copy = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU); };
   for (const auto& [name, tensor] : parameters) {
     const auto found = states.find(detail::state_key(states, tensor));
     if (found == states.end())

@@ -3,7 +3,7 @@
 ///
 /// One folder per save, built under a temporary name and renamed when complete:
 ///   manifest.json          format, version, counters, loss window, ranks, options, and the
-///                          size and FNV-1a 64 hash of every other file
+///                          size and checksum of every other file
 ///   lora.safetensors       the factors, bytes as stored ("<module>.lora_down.weight", ...)
 ///   optimizer.safetensors  per-tensor optimizer state and the learning rate of each group
 ///   rng.safetensors        LibTorch's CPU generator state and each CUDA device's
@@ -18,12 +18,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +34,7 @@
 #include "aclora/adapters/json/dump.hpp"
 #include "aclora/adapters/json/parse.hpp"
 #include "aclora/adapters/json/value.hpp"
+#include "aclora/adapters/safetensors/mapped_file.hpp"
 #include "aclora/adapters/safetensors/reader.hpp"
 #include "aclora/adapters/safetensors/writer.hpp"
 #include "aclora/adapters/train/network.hpp"
@@ -73,12 +76,19 @@ struct LoadedState {
 
 namespace detail {
 
-inline std::uint64_t fnv1a64(const std::string& bytes) {
+// FNV-1a over 64-bit little-endian words (the tail byte by byte): a checksum that runs at
+// memory speed, for telling a corrupt or truncated file from the one the manifest describes.
+inline std::uint64_t checksum(std::span<const std::byte> bytes) {
+  constexpr std::uint64_t prime = 1099511628211ull;
   std::uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 1099511628211ull;
+  const std::size_t words = bytes.size() / 8;
+  for (std::size_t i = 0; i < words; ++i) {
+    std::uint64_t word;
+    std::memcpy(&word, bytes.data() + 8 * i, 8);
+    hash = (hash ^ word) * prime;
   }
+  for (std::size_t i = 8 * words; i < bytes.size(); ++i)
+    hash = (hash ^ static_cast<std::uint64_t>(bytes[i])) * prime;
   return hash;
 }
 
@@ -86,7 +96,9 @@ inline std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw Error(path.string() + ": cannot be read");
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 inline std::string hex64(std::uint64_t value) {
@@ -259,14 +271,16 @@ inline void save_state(const std::filesystem::path& folder, const LoraNetwork& n
     const auto factors = detail::named_factors(network);
     {
       safetensors::Writer writer;
+      std::vector<torch::Tensor> keep;
       for (const auto& [name, tensor] : factors)
-        add_tensor(writer, name, tensor);
+        add_tensor_view(writer, name, tensor, keep);
       writer.write(staging.path() / "lora.safetensors");
     }
     {
       safetensors::Writer writer;
+      std::vector<torch::Tensor> keep;
       for (const auto& [name, tensor] : optimizer_state_tensors(optimizer, factors))
-        add_tensor(writer, "state." + name, tensor);
+        add_tensor_view(writer, "state." + name, tensor, keep);
       std::vector<double> rates;
       for (const auto& group : optimizer.param_groups())
         rates.push_back(group.options().get_lr());
@@ -297,10 +311,10 @@ inline void save_state(const std::filesystem::path& folder, const LoraNetwork& n
     json::Value files = json::Object{};
     for (const char* file :
          {"lora.safetensors", "optimizer.safetensors", "rng.safetensors", "extra.safetensors"}) {
-      const std::string bytes = detail::read_file(staging.path() / file);
+      const auto mapped = safetensors::MappedFile::open(staging.path() / file);
       json::Value record = json::Object{};
-      record["bytes"] = bytes.size();
-      record["fnv1a64"] = detail::hex64(detail::fnv1a64(bytes));
+      record["bytes"] = mapped.bytes().size();
+      record["checksum"] = detail::hex64(detail::checksum(mapped.bytes()));
       files[file] = std::move(record);
     }
     manifest["files"] = std::move(files);
@@ -345,23 +359,21 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
       throw Error(where + ": training-state version " + std::to_string(version) +
                   " (this build reads version " + std::to_string(kStateVersion) + ")");
     }
-    std::map<std::string, std::string> contents;
     for (const auto& [file, record] : detail::member(manifest, "files", where).as_object()) {
       const fs::path path = folder / file;
       if (!fs::exists(path))
         throw Error(where + ": " + file + " is missing (partial state)");
-      std::string bytes = detail::read_file(path);
-      if (static_cast<std::int64_t>(bytes.size()) !=
+      const auto mapped = safetensors::MappedFile::open(path);
+      if (static_cast<std::int64_t>(mapped.bytes().size()) !=
           detail::member(record, "bytes", where).as_int())
         throw Error(path.string() + ": size differs from the manifest (truncated or corrupt)");
-      if (detail::hex64(detail::fnv1a64(bytes)) !=
-          detail::member(record, "fnv1a64", where).as_string())
+      if (detail::hex64(detail::checksum(mapped.bytes())) !=
+          detail::member(record, "checksum", where).as_string())
         throw Error(path.string() + ": checksum differs from the manifest (corrupt)");
-      contents[file] = std::move(bytes);
     }
     for (const char* file :
          {"lora.safetensors", "optimizer.safetensors", "rng.safetensors", "extra.safetensors"}) {
-      if (!contents.contains(file))
+      if (!detail::member(manifest, "files", where).find(file))
         throw Error(where + ": manifest.json lists no " + file);
     }
     const json::Value current = detail::network_description(network);
@@ -389,13 +401,7 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
                   (keys.empty() ? std::string("they differ") : keys));
     }
 
-    const auto open = [&](const char* file) {
-      std::string& bytes = contents[file];
-      return safetensors::Reader::from_bytes(
-          std::vector<std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
-                                 reinterpret_cast<const std::byte*>(bytes.data()) + bytes.size()),
-          detail::state_file_label(folder, file));
-    };
+    const auto open = [&](const char* file) { return safetensors::Reader::open(folder / file); };
     LoadedState loaded;
     loaded.folder = folder;
     loaded.options = saved_options;
@@ -407,14 +413,15 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
     if (lora.names().size() != factors.size())
       throw Error(where + "/lora.safetensors: " + std::to_string(lora.names().size()) +
                   " tensors for " + std::to_string(factors.size()) + " factors");
-    std::vector<torch::Tensor> values;
+    std::vector<const safetensors::TensorView*> values;
     for (const auto& [name, tensor] : factors) {
       if (!lora.contains(name))
         throw Error(where + "/lora.safetensors: no tensor '" + name + "'");
-      torch::Tensor value = tensor_from(lora.tensor(name));
-      if (value.sizes() != tensor.sizes() || value.scalar_type() != tensor.scalar_type())
+      const safetensors::TensorView& view = lora.tensor(name);
+      if (view.shape != tensor.sizes().vec() ||
+          view.dtype != safetensors_dtype(tensor.scalar_type()))
         throw Error(where + "/lora.safetensors: '" + name + "' differs in shape or dtype");
-      values.push_back(std::move(value));
+      values.push_back(&view);
     }
     // Optimizer state and learning rates.
     const safetensors::Reader optimizer_file = open("optimizer.safetensors");
@@ -425,7 +432,7 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
         const torch::Tensor lr = tensor_from(view).to(torch::kFloat64);
         rates.assign(lr.data_ptr<double>(), lr.data_ptr<double>() + lr.numel());
       } else if (view.name.rfind("state.", 0) == 0) {
-        optimizer_state[view.name.substr(6)] = tensor_from(view);
+        optimizer_state[view.name.substr(6)] = tensor_view(view);  // restore copies it
       } else {
         throw Error(where + "/optimizer.safetensors: unknown tensor '" + view.name + "'");
       }
@@ -463,7 +470,7 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
       ::torch::NoGradGuard no_grad;
       for (std::size_t i = 0; i < factors.size(); ++i) {
         torch::Tensor parameter = factors[i].second;
-        parameter.copy_(values[i]);
+        parameter.copy_(tensor_view(*values[i]));
       }
     }
     for (auto& [generator, state] : generator_states) {

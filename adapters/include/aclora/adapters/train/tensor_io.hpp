@@ -80,6 +80,19 @@ inline void add_tensor(safetensors::Writer& writer, const std::string& name,
              std::span<const std::byte>(bytes, size));
 }
 
+/// Adds `tensor` without copying when it is a contiguous CPU tensor: `keep` receives the
+/// tensor whose bytes the writer refers to, and must hold it until the file is written.
+inline void add_tensor_view(safetensors::Writer& writer, const std::string& name,
+                            const torch::Tensor& tensor, std::vector<torch::Tensor>& keep) {
+  const torch::Tensor host = tensor.detach().to(torch::kCPU).contiguous();
+  keep.push_back(host);
+  const auto* bytes = static_cast<const std::byte*>(host.data_ptr());
+  const std::size_t size = static_cast<std::size_t>(host.numel()) * host.element_size();
+  std::vector<std::int64_t> shape(host.sizes().begin(), host.sizes().end());
+  writer.add_view(name, safetensors_dtype(host.scalar_type()), std::move(shape),
+                  std::span<const std::byte>(bytes, size));
+}
+
 /// A CPU tensor holding a copy of `view`'s bytes, with its dtype and shape.
 inline torch::Tensor tensor_from(const safetensors::TensorView& view) {
   torch::Tensor out =
@@ -87,6 +100,17 @@ inline torch::Tensor tensor_from(const safetensors::TensorView& view) {
   if (!view.bytes.empty())
     std::memcpy(out.data_ptr(), view.bytes.data(), view.bytes.size());
   return out;
+}
+
+/// A CPU tensor over `view`'s bytes (no copy: valid while the file's Reader lives; read
+/// only). Unaligned data is copied.
+inline torch::Tensor tensor_view(const safetensors::TensorView& view) {
+  const auto dtype = torch_dtype(view.dtype);
+  const auto address = reinterpret_cast<std::uintptr_t>(view.bytes.data());
+  if (view.bytes.empty() || address % c10::elementSize(dtype) != 0)
+    return tensor_from(view);
+  return torch::from_blob(const_cast<std::byte*>(view.bytes.data()), view.shape,
+                          torch::TensorOptions().dtype(dtype));
 }
 
 }  // namespace aclora::train
