@@ -2,7 +2,8 @@
 /// @brief Synthetic LoRA factors with a planted spectrum, for benchmarks and examples:
 /// every factor is U diag(d) V^T (k planted components with a known share of the
 /// energy) plus isotropic Gaussian noise, fp32, row-major, reproducible from a seed.
-/// Plain C++ (no Eigen, no LibTorch), so every backend's benchmark can use it.
+/// Built with the one planted-matrix generator (planted.hpp). Plain C++ (no Eigen, no
+/// LibTorch), so every backend's benchmark can use it.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "aclora/noise.hpp"
+#include "planted.hpp"
 #include "sdxl_shapes.hpp"
 
 namespace aclora::workload {
@@ -51,93 +52,7 @@ struct PlantedModule {
 
 namespace detail {
 
-// Standard normal draws for `out` from one Philox stream (four per block).
-inline void fill_gaussian(std::vector<float>& out, const NoiseKey& key) {
-  float block[4];
-  const std::size_t whole = out.size() / 4 * 4;
-  for (std::size_t i = 0; i < whole; i += 4) {
-    gaussian_block<float>(key, i / 4, block);
-    std::copy(block, block + 4, out.begin() + static_cast<std::ptrdiff_t>(i));
-  }
-  if (whole < out.size()) {
-    gaussian_block<float>(key, whole / 4, block);
-    std::copy(block, block + (out.size() - whole),
-              out.begin() + static_cast<std::ptrdiff_t>(whole));
-  }
-}
-
-// `count` orthonormal vectors of length `length` (Gram-Schmidt, twice, on Gaussian
-// vectors), stored one after the other.
-inline std::vector<double> orthonormal_vectors(std::size_t length, std::size_t count,
-                                               const NoiseKey& key) {
-  std::vector<float> draws(length * count);
-  fill_gaussian(draws, key);
-  std::vector<double> basis(draws.begin(), draws.end());
-  for (std::size_t c = 0; c < count; ++c) {
-    double* v = basis.data() + c * length;
-    for (int pass = 0; pass < 2; ++pass) {
-      for (std::size_t previous = 0; previous < c; ++previous) {
-        const double* u = basis.data() + previous * length;
-        double dot = 0.0;
-        for (std::size_t i = 0; i < length; ++i)
-          dot += u[i] * v[i];
-        for (std::size_t i = 0; i < length; ++i)
-          v[i] -= dot * u[i];
-      }
-    }
-    double norm = 0.0;
-    for (std::size_t i = 0; i < length; ++i)
-      norm += v[i] * v[i];
-    norm = std::sqrt(norm);
-    for (std::size_t i = 0; i < length; ++i)
-      v[i] /= norm;
-  }
-  return basis;
-}
-
-// Removes from the row-major rows x cols matrix m its components along the right
-// vectors v (m <- m (I - V V^T)) and then along the left vectors u (m <- (I - U U^T) m).
-inline void project_off(std::vector<float>& m, std::size_t rows, std::size_t cols,
-                        const std::vector<double>& u, const std::vector<double>& v,
-                        std::size_t count) {
-  std::vector<double> coefficient(count);
-  for (std::size_t r = 0; r < rows; ++r) {
-    float* row = m.data() + r * cols;
-    for (std::size_t c = 0; c < count; ++c) {
-      const double* vc = v.data() + c * cols;
-      double dot = 0.0;
-      for (std::size_t j = 0; j < cols; ++j)
-        dot += vc[j] * row[j];
-      coefficient[c] = dot;
-    }
-    for (std::size_t c = 0; c < count; ++c) {
-      const double* vc = v.data() + c * cols;
-      for (std::size_t j = 0; j < cols; ++j)
-        row[j] = static_cast<float>(row[j] - coefficient[c] * vc[j]);
-    }
-  }
-  std::vector<double> projection(count * cols, 0.0);  // U^T m
-  for (std::size_t r = 0; r < rows; ++r) {
-    const float* row = m.data() + r * cols;
-    for (std::size_t c = 0; c < count; ++c) {
-      const double weight = u[c * rows + r];
-      double* out = projection.data() + c * cols;
-      for (std::size_t j = 0; j < cols; ++j)
-        out[j] += weight * row[j];
-    }
-  }
-  for (std::size_t r = 0; r < rows; ++r) {
-    float* row = m.data() + r * cols;
-    for (std::size_t c = 0; c < count; ++c) {
-      const double weight = u[c * rows + r];
-      const double* p = projection.data() + c * cols;
-      for (std::size_t j = 0; j < cols; ++j)
-        row[j] = static_cast<float>(row[j] - weight * p[j]);
-    }
-  }
-}
-
-// One factor: planted components plus noise, scaled per `spectrum`.
+// One factor: planted components plus noise, scaled per `spectrum` (planted.hpp does the work).
 inline PlantedFactor planted_factor(std::size_t rows, std::size_t cols,
                                     const PlantedSpectrum& spectrum, std::uint64_t seed,
                                     std::uint64_t stream) {
@@ -146,45 +61,20 @@ inline PlantedFactor planted_factor(std::size_t rows, std::size_t cols,
     throw std::invalid_argument("planted_lora: planted rank exceeds min(rows, cols)");
   if (!(spectrum.signal_share >= 0.0 && spectrum.signal_share <= 1.0))
     throw std::invalid_argument("planted_lora: signal_share must lie in [0, 1]");
-  PlantedFactor factor{rows, cols, std::vector<float>(rows * cols)};
-  const auto key = [&](std::uint64_t part) { return NoiseKey{seed, mix64(stream * 4 + part)}; };
-  fill_gaussian(factor.values, key(0));
-  const std::vector<double> u = orthonormal_vectors(rows, k, key(1));
-  const std::vector<double> v = orthonormal_vectors(cols, k, key(2));
-  if (spectrum.exact && k > 0)
-    project_off(factor.values, rows, cols, u, v, k);
-
-  const double energy = spectrum.entry_rms * spectrum.entry_rms * static_cast<double>(rows * cols);
-  double noise_energy = 0.0;
-  for (float x : factor.values)
-    noise_energy += static_cast<double>(x) * x;
-  const double noise_scale =
-      noise_energy > 0.0 ? std::sqrt((1.0 - spectrum.signal_share) * energy / noise_energy) : 0.0;
+  const double entries = static_cast<double>(rows * cols);
+  const double energy = spectrum.entry_rms * spectrum.entry_rms * entries;
   // Planted singular values d_i = c * decay^i with sum d_i^2 = s * energy.
-  std::vector<double> d(k);
+  std::vector<double> d = geometric_values(k, 1.0, spectrum.decay);
   double weights = 0.0;
-  for (std::size_t i = 0; i < k; ++i) {
-    d[i] = std::pow(spectrum.decay, static_cast<double>(i));
-    weights += d[i] * d[i];
-  }
+  for (double value : d)
+    weights += value * value;
   for (double& value : d)
     value *= std::sqrt(spectrum.signal_share * energy / weights);
-
-  std::vector<double> row(cols);
-  for (std::size_t r = 0; r < rows; ++r) {
-    float* out = factor.values.data() + r * cols;
-    for (std::size_t j = 0; j < cols; ++j)
-      row[j] = noise_scale * out[j];
-    for (std::size_t c = 0; c < k; ++c) {
-      const double weight = d[c] * u[c * rows + r];
-      const double* vc = v.data() + c * cols;
-      for (std::size_t j = 0; j < cols; ++j)
-        row[j] += weight * vc[j];
-    }
-    for (std::size_t j = 0; j < cols; ++j)
-      out[j] = static_cast<float>(row[j]);
-  }
-  return factor;
+  const PlantedNoise noise{std::sqrt((1.0 - spectrum.signal_share) * energy / entries), true,
+                           spectrum.exact};
+  const PlantedMatrix planted = planted_matrix(rows, cols, std::move(d), noise, seed, stream);
+  return PlantedFactor{rows, cols,
+                       std::vector<float>(planted.values.begin(), planted.values.end())};
 }
 
 }  // namespace detail

@@ -7,7 +7,8 @@
 // The stream copy counts its bytes the same way (read + write of the copied buffer).
 //
 // Peer and direct-SVD rows run on a fixed subset (every 8th module, all families
-// represented) and are scaled to the whole model by the ratio of entries.
+// represented) and are scaled to the whole model by the ratio of entries. The Gram route
+// runs at the CPU default (fp64) and at fp32 (float32 products, aclora/precision.hpp).
 #include <benchmark/benchmark.h>
 
 #include <Eigen/SVD>
@@ -145,13 +146,15 @@ void BM_StreamCopy(benchmark::State& state) {
   state.counters["GB_per_s"] = g_stream_gbps;
 }
 
-// The Eigen backend over the whole model (or the subset, scaled), 2 threads.
-void BM_RestartEigen(benchmark::State& state, Method method, std::size_t step) {
+// The Eigen backend over the whole model (or the subset, scaled), 2 threads, with the
+// given precision of the Gram route (automatic: fp64 on a CPU).
+void BM_RestartEigen(benchmark::State& state, Method method, std::size_t step,
+                     aclora::Precision precision) {
   const auto rank = static_cast<std::size_t>(state.range(0));
   Workload& w = workload(rank);
   const std::vector<ViewModule> modules = w.views(step);
   Driver driver({.noise = aclora::NoisePolicy::whole, .min_rank = 1, .seed = kSeed},
-                Backend({.method = method, .threads = kThreads}));
+                Backend({.method = method, .threads = kThreads, .precision = precision}));
   std::vector<double> times;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
@@ -162,8 +165,10 @@ void BM_RestartEigen(benchmark::State& state, Method method, std::size_t step) {
   }
   const double scale =
       step == 1 ? 1.0 : static_cast<double>(w.entries) / static_cast<double>(w.subset_entries);
-  report(state, method == Method::gram ? "aclora Eigen, Gram" : "aclora Eigen, direct SVD", rank, w,
-         median(times) * scale);
+  const char* row = method == Method::direct_svd           ? "aclora Eigen, direct SVD"
+                    : precision == aclora::Precision::fp32 ? "aclora Eigen, Gram fp32"
+                                                           : "aclora Eigen, Gram";
+  report(state, row, rank, w, median(times) * scale);
 }
 
 // The peer: for each module, BDCSVD (thin U and V, double) of each factor, the same
@@ -261,14 +266,22 @@ int main(int argc, char** argv) {
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   for (int rank : {16, 64}) {
-    benchmark::RegisterBenchmark("restart/eigen_gram", BM_RestartEigen, Method::gram, 1)
+    benchmark::RegisterBenchmark("restart/eigen_gram", BM_RestartEigen, Method::gram, 1,
+                                 aclora::Precision::automatic)
+        ->Arg(rank)
+        ->ArgName("r")
+        ->Iterations(3)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("restart/eigen_gram_fp32", BM_RestartEigen, Method::gram, 1,
+                                 aclora::Precision::fp32)
         ->Arg(rank)
         ->ArgName("r")
         ->Iterations(3)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("restart/eigen_direct_svd_subset", BM_RestartEigen,
-                                 Method::direct_svd, kSubsetStep)
+                                 Method::direct_svd, kSubsetStep, aclora::Precision::fp64)
         ->Arg(rank)
         ->ArgName("r")
         ->Iterations(1)

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "aclora/layer.hpp"
+#include "aclora/memory.hpp"
 #include "aclora/noise.hpp"
 #include "aclora/spectrum.hpp"
 
@@ -37,6 +38,8 @@ struct LayerPlan {
 ///   (unsupported dtype, device, layout...);
 /// - `b.analyze(layers, spectra)`: fills spectra[i] for layers[i], modifies nothing;
 /// - `b.apply(layers, analysis, plans)`: writes every layer in place.
+/// A backend should also model DescribesMemory, so that the driver refuses layers that share
+/// memory (see there).
 template <class B>
 concept Backend = requires(B& backend, const typename B::matrix_type& matrix,
                            std::span<const Layer<typename B::matrix_type>> layers,
@@ -46,6 +49,16 @@ concept Backend = requires(B& backend, const typename B::matrix_type& matrix,
   { B::check(matrix) } -> std::convertible_to<std::string>;
   { backend.analyze(layers, spectra) } -> std::same_as<typename B::analysis_type>;
   { backend.apply(layers, analysis, plans) } -> std::same_as<void>;
+};
+
+/// A backend that says where each matrix's entries lie: `B::memory(m)` returns its
+/// MemoryRegion. The Restart driver then refuses, before any work, a matrix whose entries overlap
+/// each other and two layers that share an entry (RESTART writes in place: shared entries would be
+/// written twice, or raced by parallel writers). Every backend of aclora models it; the
+/// driver skips the check for a backend that does not.
+template <class B>
+concept DescribesMemory = requires(const typename B::matrix_type& matrix) {
+  { B::memory(matrix) } -> std::same_as<MemoryRegion>;
 };
 
 }  // namespace aclora

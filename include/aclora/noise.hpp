@@ -112,4 +112,35 @@ inline void philox_words(const NoiseKey& key, std::uint64_t first_block, std::si
   }
 }
 
+/// Box-Muller in float over philox_words' layout: `words` holds 4 * blocks words (word k of
+/// block b at words[k * blocks + b]); writes the 4 * blocks standard normal draws of those
+/// blocks in stream order (the draws of block b at draws[4 b .. 4 b + 3]). Bit-identical to
+/// box_muller<float>, hence to gaussian_block<float> of the same blocks (host and device);
+/// free of library calls, so the compiler vectorises the loop.
+inline void box_muller_words(const std::uint32_t* words, std::size_t blocks, float* draws) {
+  const std::uint32_t* const w0 = words;
+  const std::uint32_t* const w1 = w0 + blocks;
+  const std::uint32_t* const w2 = w1 + blocks;
+  const std::uint32_t* const w3 = w2 + blocks;
+  for (std::size_t b = 0; b < blocks; ++b) {
+    float z0, z1, z2, z3;
+    box_muller<float>(w0[b], w1[b], z0, z1);
+    box_muller<float>(w2[b], w3[b], z2, z3);
+    draws[4 * b] = z0;
+    draws[4 * b + 1] = z1;
+    draws[4 * b + 2] = z2;
+    draws[4 * b + 3] = z3;
+  }
+}
+
+/// The float draws of blocks [first_block, first_block + blocks) of a stream:
+/// philox_words into `words` (scratch of 4 * blocks words), then box_muller_words into
+/// `draws` (4 * blocks floats). Draw i of the stream lands at draws[i - 4 * first_block];
+/// the values equal gaussian_block<float>'s.
+inline void gaussian_floats(const NoiseKey& key, std::uint64_t first_block, std::size_t blocks,
+                            std::uint32_t* words, float* draws) {
+  philox_words(key, first_block, blocks, words);
+  box_muller_words(words, blocks, draws);
+}
+
 }  // namespace aclora

@@ -2,6 +2,7 @@
 /// @brief aclora::Restart<Backend>, the one RESTART driver.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include "aclora/backend.hpp"
 #include "aclora/error.hpp"
 #include "aclora/layer.hpp"
+#include "aclora/memory.hpp"
 #include "aclora/noise.hpp"
 #include "aclora/report.hpp"
 #include "aclora/schedule.hpp"
@@ -96,6 +98,8 @@ class Restart {
     std::vector<std::size_t> first_layer{0};  // module i owns layers [first[i], first[i+1])
     std::vector<std::size_t> allocated_ranks;
     validate(modules, layers, first_layer, allocated_ranks);
+    if constexpr (DescribesMemory<B>)
+      check_memory(modules, layers, first_layer);
 
     std::vector<LayerSpectrum> spectra(layers.size());
     auto analysis = backend_.analyze(std::span<const Layer<matrix_type>>(layers), spectra);
@@ -104,6 +108,8 @@ class Restart {
         if (!spectra[l].finite) {
           throw Error(locate(modules, m, l - first_layer[m]), "matrix holds NaN or Inf");
         }
+        if (!spectra[l].failure.empty())
+          throw Error(locate(modules, m, l - first_layer[m]), spectra[l].failure);
       }
     }
 
@@ -143,6 +149,62 @@ class Restart {
   static ErrorLocation locate(std::span<const module_type> modules, std::size_t index,
                               std::optional<std::size_t> layer = std::nullopt) {
     return ErrorLocation{modules[index].name, index, layer};
+  }
+
+  // Refuses a layer whose entries overlap each other and two layers that share an entry
+  // (same address space, an exact test; the sweep over byte spans sorted by start keeps it
+  // near-linear when, as usual, nothing overlaps).
+  static void check_memory(std::span<const module_type> modules,
+                           const std::vector<Layer<matrix_type>>& layers,
+                           const std::vector<std::size_t>& first_layer) {
+    auto where = [&](std::size_t flat) {
+      const auto module = static_cast<std::size_t>(
+          std::upper_bound(first_layer.begin(), first_layer.end(), flat) - first_layer.begin() - 1);
+      return locate(modules, module, flat - first_layer[module]);
+    };
+    std::vector<MemoryRegion> regions;
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> spans;
+    regions.reserve(layers.size());
+    spans.reserve(layers.size());
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      regions.push_back(B::memory(layers[i].matrix));
+      spans.push_back(byte_span(regions.back()));
+      if (overlaps_itself(regions.back())) {
+        throw Error(where(i),
+                    "entries of the matrix overlap each other (a broadcast or expanded view); "
+                    "RESTART writes in place and needs distinct memory per entry");
+      }
+    }
+    std::vector<std::size_t> order(layers.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return std::pair(regions[a].space, spans[a].first) <
+             std::pair(regions[b].space, spans[b].first);
+    });
+    std::vector<std::size_t> open;  // regions whose span may still meet later ones
+    for (std::size_t i : order) {
+      const auto [first, last] = spans[i];
+      std::erase_if(open, [&](std::size_t j) {
+        return regions[j].space != regions[i].space || spans[j].second <= first;
+      });
+      for (std::size_t j : open) {
+        if (overlap(regions[i], regions[j])) {
+          const std::size_t earlier = std::min(i, j);
+          const ErrorLocation other = where(earlier);
+          std::string name = "module ";
+          if (!other.module_name.empty())
+            name += "'" + other.module_name + "' ";
+          name += "(#" + std::to_string(other.module_index) + "), layer " +
+                  std::to_string(*other.layer_index);
+          throw Error(where(std::max(i, j)),
+                      "shares memory with " + name +
+                          "; RESTART writes every layer in place, so layers must not overlap");
+        }
+      }
+      if (last > first)
+        open.push_back(i);
+    }
   }
 
   void validate(std::span<const module_type> modules, std::vector<Layer<matrix_type>>& layers,

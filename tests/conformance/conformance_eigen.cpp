@@ -1,4 +1,5 @@
-// The conformance suite for the Eigen backend (float and double storage, three layouts).
+// The conformance suite for the Eigen backend (float and double storage, three layouts,
+// every precision setting: automatic and fp64 run float64, fp32 and tf32 float32).
 #include <cstring>
 
 #include "conformance_suite.hpp"
@@ -77,10 +78,14 @@ struct EigenTraits {
   static std::optional<EigenHandle> make_unsupported(std::size_t, std::size_t) {
     return std::nullopt;  // the view's constructor only accepts float and double
   }
-  // Same float64 analysis as the reference; the write rounds once.
-  static double tolerance(Dtype dtype) { return dtype == Dtype::f64 ? 1e-10 : 1e-6; }
   static bool same_noise_as_reference() { return true; }
-  static backends::Eigen backend() { return backends::Eigen({.threads = 2}); }
+  static std::vector<Precision> precisions() {
+    return {Precision::automatic, Precision::fp64, Precision::fp32, Precision::tf32};
+  }
+  static backends::Eigen backend(Precision precision) {
+    return backends::Eigen({.threads = 2, .precision = precision});
+  }
+  static Precision resolved(Precision precision) { return backend(precision).resolved_precision(); }
 };
 
 using EigenBackends = ::testing::Types<EigenTraits>;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <string>
@@ -22,13 +23,16 @@ using aclora::NoisePolicy;
 using aclora::RankAxis;
 
 // A matrix as the fake backend sees it: a shape, the singular values its analysis
-// reports, and an optional reason why the backend refuses it.
+// reports, an optional reason why the backend refuses it, an optional analysis failure,
+// and an optional address (of row-major doubles) for the memory check.
 struct FakeMatrix {
   std::size_t rows = 0;
   std::size_t cols = 0;
   std::vector<double> singular_values;
   std::string refusal;
   bool finite = true;
+  std::string failure;
+  std::uintptr_t address = 0;  // 0: no memory (never overlaps)
 };
 
 // Records what the driver asked for.
@@ -47,6 +51,11 @@ class FakeBackend {
 
   static MatrixShape shape(const FakeMatrix& m) { return {m.rows, m.cols}; }
   static std::string check(const FakeMatrix& m) { return m.refusal; }
+  static aclora::MemoryRegion memory(const FakeMatrix& m) {
+    return {0,      m.address, m.address == 0 ? 0u : sizeof(double),
+            m.rows, m.cols,    static_cast<std::ptrdiff_t>(m.cols),
+            1};
+  }
 
   int analyze(std::span<const aclora::Layer<FakeMatrix>> layers, std::span<LayerSpectrum> spectra) {
     ++log_->analyze_calls;
@@ -54,6 +63,7 @@ class FakeBackend {
       spectra[i].singular_values = layers[i].matrix.singular_values;
       spectra[i].component_sums.assign(layers[i].matrix.singular_values.size(), 0.0);
       spectra[i].finite = layers[i].matrix.finite;
+      spectra[i].failure = layers[i].matrix.failure;
     }
     return 0;
   }
@@ -67,6 +77,7 @@ class FakeBackend {
 };
 
 static_assert(aclora::Backend<FakeBackend>);
+static_assert(aclora::DescribesMemory<FakeBackend>);
 
 using Driver = aclora::Restart<FakeBackend>;
 using FakeModule = aclora::Module<FakeMatrix>;
@@ -93,6 +104,38 @@ void expect_rejected(std::vector<FakeModule> modules, std::vector<std::string> s
   }
   EXPECT_EQ(log.apply_calls, 0);
   EXPECT_EQ(driver.restart_count(), 0u);
+}
+
+// An analysis failure other than NaN (e.g. a solver that did not converge) is raised as
+// an error naming the module and layer, before any write.
+TEST(DriverValidation, AnalysisFailureIsLocatedBeforeAnyWrite) {
+  auto modules =
+      std::vector<FakeModule>{lora("a", 2, {1, 0}, {1, 0}), lora("b", 2, {1, 0}, {1, 0})};
+  modules[1].layers[1].matrix.failure = "the eigen-solver did not converge";
+  expect_rejected(modules, {"'b' (#1), layer 1", "did not converge"});
+}
+
+// Two layers whose memory overlaps (here: rows 4-11 and rows 0-7 of one 12 x 8 buffer)
+// are refused before any backend call, naming both places; a layer whose memory only
+// touches another's is fine.
+TEST(DriverValidation, LayersSharingMemoryAreRefused) {
+  constexpr std::uintptr_t buffer = 0x100000;
+  auto modules = std::vector<FakeModule>{lora("a", 8, {1}, {1}), lora("b", 8, {1}, {1})};
+  modules[0].layers[0].matrix.address = buffer;              // 8 x 8 doubles
+  modules[1].layers[0].matrix.address = buffer + 4 * 8 * 8;  // starts at row 4
+  FakeLog log;
+  Driver driver({}, FakeBackend(&log));
+  try {
+    driver.at_threshold(modules, 0.5);
+    ADD_FAILURE() << "no error raised";
+  } catch (const Error& error) {
+    const std::string text = error.what();
+    EXPECT_NE(text.find("'b' (#1), layer 0"), std::string::npos) << text;
+    EXPECT_NE(text.find("shares memory with module 'a' (#0), layer 0"), std::string::npos) << text;
+  }
+  EXPECT_EQ(log.analyze_calls, 0);
+  modules[1].layers[0].matrix.address = buffer + 8 * 8 * 8;  // right after the first
+  EXPECT_NO_THROW(driver.at_threshold(modules, 0.5));
 }
 
 // An empty module list is an error.
@@ -200,10 +243,14 @@ TEST(DriverSelection, MinRankZeroAllowsEmptyModule) {
   EXPECT_EQ(log.plans[0].kept, 0u);
 }
 
-// Plans carry sigma from the residual statistics (energy 4 over 5 x 8 = 40 entries with
-// zero sums: sigma = sqrt(3 / 40)), the policy, and the key noise_key(seed, restart,
-// module identity, layer); policy none plans sigma 0 but reports the residual sigma.
+// Plans carry sigma from the residual statistics (energies 4, 1, 1, 1, 1 with K = 1 leave a
+// residual energy of 4 over 5 x 8 = 40 entries with zero sums: sigma = sqrt(4 / 40)), the
+// policy, and the key of (seed 77, restart 0, module "mod", layer): known answers computed
+// outside aclora from the contract's definition (FNV-1a of the name, SplitMix64's finaliser;
+// that implementation reproduces the published vectors FNV-1a("a") = 0xaf63dc4c8601ec8c and
+// SplitMix64(0) = 0xe220a8397b1dcdaf). Policy none plans sigma 0 but reports the residual sigma.
 TEST(DriverPlans, SigmaPolicyAndKeys) {
+  const std::uint64_t expected_streams[2] = {0x6f76796c570f0ae0ull, 0x4ca82c37cfab43fdull};
   for (NoisePolicy policy : {NoisePolicy::whole, NoisePolicy::discarded, NoisePolicy::none}) {
     FakeLog log;
     Driver driver({.noise = policy, .min_rank = 1, .seed = 77}, FakeBackend(&log));
@@ -216,15 +263,15 @@ TEST(DriverPlans, SigmaPolicyAndKeys) {
       EXPECT_EQ(log.plans[l].sigma,
                 policy == NoisePolicy::none ? 0.0 : report.modules[0].layers[l].sigma);
       EXPECT_EQ(log.plans[l].noise, policy);
-      const auto key = aclora::noise_key(77, 0, aclora::module_identity("mod", 0), l);
-      EXPECT_EQ(log.plans[l].key.seed, key.seed);
-      EXPECT_EQ(log.plans[l].key.stream, key.stream);
+      EXPECT_EQ(log.plans[l].key.seed, 77u);
+      EXPECT_EQ(log.plans[l].key.stream, expected_streams[l]) << "layer " << l;
     }
   }
 }
 
 // The scheduled call reports L, alpha(e) and p = 1 - L^alpha and counts restarts; the
-// counter is part of the next restart's keys and does not advance on failure.
+// counter is part of the next restart's keys (known answers for module "a", layer 0 at
+// restarts 1 and 9, computed as in SigmaPolicyAndKeys) and does not advance on failure.
 TEST(DriverPlans, ScheduledRestartReportsAndCounts) {
   FakeLog log;
   Driver driver({.seed = 3}, FakeBackend(&log));
@@ -242,12 +289,33 @@ TEST(DriverPlans, ScheduledRestartReportsAndCounts) {
   modules[0].layers[0].matrix.finite = true;
   const auto second = driver(modules, schedule, 2, 0.25);
   EXPECT_EQ(second.restart_index, 1u);
-  const auto key = aclora::noise_key(3, 1, aclora::module_identity("a", 0), 0);
-  EXPECT_EQ(log.plans[0].key.stream, key.stream);
+  EXPECT_EQ(log.plans[0].key.seed, 3u);
+  EXPECT_EQ(log.plans[0].key.stream, 0xf10f507f862b506eull);
   driver.set_restart_count(9);
   driver.at_threshold(modules, 0.5);
-  EXPECT_EQ(log.plans[0].key.stream,
-            aclora::noise_key(3, 9, aclora::module_identity("a", 0), 0).stream);
+  EXPECT_EQ(log.plans[0].key.stream, 0x1c698b0e8958d00dull);
+}
+
+// A spectrum near the top of the float64 range (d^2 would overflow) gives the same K and
+// kept fraction as at unit scale, and sigma scaled by the same power of two.
+TEST(DriverPlans, HugeSpectraGiveFiniteScaledPlans) {
+  FakeLog log;
+  Driver driver({.seed = 1}, FakeBackend(&log));
+  std::vector<FakeModule> unit{lora("m", 5, {2, 1, 1, 1, 1}, {2, 1, 1, 1, 1})};
+  const auto expected = driver.at_threshold(unit, 0.7);
+  std::vector<double> huge;
+  for (double d : {2.0, 1.0, 1.0, 1.0, 1.0})
+    huge.push_back(std::ldexp(d, 1000));
+  std::vector<FakeModule> scaled{lora("m", 5, huge, huge)};
+  const auto report = driver.at_threshold(scaled, 0.7);
+  EXPECT_EQ(report.modules[0].module_rank, expected.modules[0].module_rank);
+  for (std::size_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(report.modules[0].layers[l].kept_energy_fraction,
+              expected.modules[0].layers[l].kept_energy_fraction);
+    EXPECT_EQ(report.modules[0].layers[l].sigma,
+              std::ldexp(expected.modules[0].layers[l].sigma, 1000));
+    EXPECT_EQ(log.plans[l].sigma, report.modules[0].layers[l].sigma);
+  }
 }
 
 }  // namespace

@@ -2,8 +2,10 @@
 // Gaussian transform's moments, and the keys that separate noise streams.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -145,6 +147,97 @@ TEST(Philox, WordsInStructureOfArraysMatchTheScalarGenerator) {
     for (std::size_t k = 0; k < 4; ++k)
       EXPECT_EQ(words[k * blocks + b], expected.word[k]) << b;
   }
+}
+
+// box_muller_words (the vectorised float transform over philox_words' layout) and
+// gaussian_floats give exactly gaussian_block<float>'s bits, block by block.
+TEST(Gaussian, FloatWordsAreBitIdenticalToTheScalarTransform) {
+  const aclora::NoiseKey key{0x0123456789ABCDEFull, 0x0F1E2D3C4B5A6978ull};
+  const std::uint64_t first = 0xFFFFFF00ull;
+  constexpr std::size_t blocks = 1000;
+  std::vector<std::uint32_t> words(4 * blocks);
+  std::vector<float> draws(4 * blocks);
+  aclora::gaussian_floats(key, first, blocks, words.data(), draws.data());
+  for (std::size_t b = 0; b < blocks; ++b) {
+    float expected[4];
+    aclora::gaussian_block<float>(key, first + b, expected);
+    EXPECT_EQ(std::memcmp(expected, draws.data() + 4 * b, sizeof expected), 0) << b;
+  }
+}
+
+// The float transform against the double one on the same words: within 2^-11 + 2^-16 of
+// it for every draw (the worst case, near u1 = 1, comes from rounding u1 to float), and
+// within 1e-6 where |log u1| > 2^-8 (there the core's log, sqrt and sine / cosine err by a
+// few float ulps). 2^22 draws, plus the extreme words 0, 1, 2^31 and 2^32 - 1.
+TEST(Gaussian, FloatTransformIsWithinItsBoundOfTheDoubleOne) {
+  const aclora::NoiseKey key{99, 7};
+  constexpr std::size_t blocks = std::size_t{1} << 20;
+  std::vector<std::uint32_t> words(4 * blocks);
+  std::vector<float> draws(4 * blocks);
+  aclora::gaussian_floats(key, 0, blocks, words.data(), draws.data());
+  double worst = 0.0, worst_away_from_one = 0.0;
+  for (std::size_t b = 0; b < blocks; ++b) {
+    double expected[4];
+    aclora::gaussian_block<double>(key, b, expected);
+    for (int lane = 0; lane < 4; ++lane) {
+      const double error = std::abs(draws[4 * b + lane] - expected[lane]);
+      worst = std::max(worst, error);
+      const std::uint32_t first = words[(lane < 2 ? 0 : 2) * blocks + b];
+      if (std::abs(std::log((first + 1.0) * 0x1p-32)) > 0x1p-8)
+        worst_away_from_one = std::max(worst_away_from_one, error);
+    }
+  }
+  EXPECT_LE(worst, 0x1p-11 + 0x1p-16);
+  EXPECT_LE(worst_away_from_one, 1e-6);
+  for (std::uint32_t first : {0u, 1u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t second : {0u, 1u, 0x40000000u, 0x80000000u, 0xffffffffu}) {
+      double z0, z1;
+      float f0, f1;
+      aclora::box_muller<double>(first, second, z0, z1);
+      aclora::box_muller<float>(first, second, f0, f1);
+      EXPECT_LE(std::abs(f0 - z0), 0x1p-11 + 0x1p-16) << first << " " << second;
+      EXPECT_LE(std::abs(f1 - z1), 0x1p-11 + 0x1p-16) << first << " " << second;
+    }
+  }
+}
+
+// The core's float log, square root and turns-based sine / cosine against the C library
+// in double over their whole input ranges (every 509th float of (0, 1] and [0, 1], and
+// [0, 64) for the root): log within 2 float ulps, the root within 4, sine and cosine within
+// 2e-7 absolute.
+TEST(Gaussian, FloatMathIsAccurate) {
+  double log_ulps = 0.0, root_ulps = 0.0, trig = 0.0;
+  for (std::uint32_t bits = 0x2f800000u; bits <= 0x3f800000u; bits += 509) {  // [2^-32, 1]
+    float x;
+    std::memcpy(&x, &bits, sizeof x);
+    const double exact = std::log(static_cast<double>(x));
+    if (exact != 0.0) {
+      const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+      log_ulps = std::max(log_ulps, std::abs(aclora::detail::log_positive(x) - exact) / ulp);
+    }
+    float sine, cosine;
+    aclora::detail::sincos_turns(x, sine, cosine);
+    const double angle = 6.283185307179586476925286766559 * x;
+    trig = std::max({trig, std::abs(sine - std::sin(angle)), std::abs(cosine - std::cos(angle))});
+    const float y = 64.0f * x;
+    const double root = std::sqrt(static_cast<double>(y));
+    const double root_ulp = std::ldexp(1.0, std::ilogb(root) - 23);
+    root_ulps =
+        std::max(root_ulps, std::abs(aclora::detail::sqrt_nonnegative(y) - root) / root_ulp);
+  }
+  EXPECT_LE(log_ulps, 2.0);
+  EXPECT_LE(root_ulps, 4.0);
+  EXPECT_LE(trig, 2e-7);
+  EXPECT_EQ(aclora::detail::sqrt_nonnegative(0.0f), 0.0f);
+  EXPECT_EQ(aclora::detail::log_positive(1.0f), 0.0f);
+}
+
+// Known answers of the key mixers from their published definitions: SplitMix64's first
+// output for state 0 and the FNV-1a 64-bit hash of "a" (a named module's identity).
+TEST(NoiseKey, MixersMatchPublishedVectors) {
+  EXPECT_EQ(aclora::mix64(0), 0xe220a8397b1dcdafull);
+  EXPECT_EQ(aclora::module_identity("a", 3), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(aclora::module_identity("", 0), aclora::mix64(0xA5A5A5A5A5A5A5A5ull));
 }
 
 }  // namespace

@@ -175,4 +175,23 @@ TEST(KeptEnergyFraction, ShareOfTheFirstKComponents) {
   EXPECT_EQ(kept_energy_fraction(s, 1), 1.0);
 }
 
+// Energies are summed in units of a power of two near d_1: spectra near the top and the
+// bottom of the float64 range select, keep and scatter exactly as the same spectrum at
+// unit scale (multiplied by the same power of two), where d^2 would overflow or underflow.
+TEST(SignalCount, HugeAndTinySpectraBehaveLikeUnitOnes) {
+  const std::vector<double> unit{2, 1, 1, 1, 1};
+  for (int exponent : {1000, -1060}) {
+    std::vector<double> scaled;
+    for (double d : unit)
+      scaled.push_back(std::ldexp(d, exponent));
+    for (double p : {0.3, 0.5, std::nextafter(0.625, 1.0), 0.9, 1.0})
+      EXPECT_EQ(count(scaled, p), count(unit, p)) << exponent << " " << p;
+    LayerSpectrum spectrum{scaled, std::vector<double>(5, 0.0), 0.0, true, {}};
+    LayerSpectrum reference{unit, std::vector<double>(5, 0.0), 0.0, true, {}};
+    EXPECT_EQ(kept_energy_fraction(spectrum, 2), kept_energy_fraction(reference, 2));
+    const double sigma = residual_statistics(spectrum, 1, 40).sigma;
+    EXPECT_EQ(sigma, std::ldexp(residual_statistics(reference, 1, 40).sigma, exponent));
+  }
+}
+
 }  // namespace

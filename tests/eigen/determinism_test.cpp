@@ -37,13 +37,15 @@ struct Model {
 
   // Restarts the modules listed in `order` (named "module<i>" or unnamed).
   void restart(const std::vector<int>& order, unsigned threads, std::uint64_t seed, bool named,
-               Method method = Method::gram) {
+               Method method = Method::gram,
+               aclora::Precision precision = aclora::Precision::automatic) {
     std::vector<ViewModule> modules;
     for (int m : order) {
       modules.push_back(
           ViewModule::lora(named ? "module" + std::to_string(m) : "", downs[m], ups[m]));
     }
-    Driver driver({.seed = seed}, Backend({.method = method, .threads = threads}));
+    Driver driver({.seed = seed},
+                  Backend({.method = method, .threads = threads, .precision = precision}));
     driver.at_threshold(modules, 0.9);
   }
 };
@@ -62,13 +64,17 @@ bool same_values(const A& a, const B& b) {
 const std::vector<int> in_order{0, 1, 2, 3, 4, 5};
 const std::vector<int> reversed{5, 4, 3, 2, 1, 0};
 
-// 1, 2 and 3 worker threads give bit-identical factors, for both routes.
+// 1, 2 and 3 worker threads give bit-identical factors, for both routes and for the Gram
+// route's fp32 arithmetic.
 TEST(Determinism, ThreadCountDoesNotChangeBits) {
-  for (Method method : {Method::gram, Method::direct_svd}) {
+  using aclora::Precision;
+  for (auto [method, precision] : {std::pair{Method::gram, Precision::fp64},
+                                   {Method::direct_svd, Precision::fp64},
+                                   {Method::gram, Precision::fp32}}) {
     Model one, two, three;
-    one.restart(in_order, 1, 7, true, method);
-    two.restart(in_order, 2, 7, true, method);
-    three.restart(in_order, 3, 7, true, method);
+    one.restart(in_order, 1, 7, true, method, precision);
+    two.restart(in_order, 2, 7, true, method, precision);
+    three.restart(in_order, 3, 7, true, method, precision);
     for (int m = 0; m < 6; ++m) {
       EXPECT_TRUE(same_bits(one.downs[m], two.downs[m]) && same_bits(one.ups[m], two.ups[m]))
           << "module " << m;

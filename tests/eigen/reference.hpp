@@ -1,5 +1,5 @@
-// Test helpers: matrices with a planted spectrum and the double-precision JacobiSVD
-// reference truncation every Eigen-backend test compares against.
+// Test helpers: matrices with a planted spectrum (the shared generator) and the
+// double-precision JacobiSVD reference truncation every Eigen-backend test compares against.
 #pragma once
 
 #include <Eigen/Dense>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../../bench/common/planted.hpp"
 #include "aclora/noise.hpp"
 
 namespace aclora_test {
@@ -25,20 +26,16 @@ inline Eigen::MatrixXd gaussian_matrix(Eigen::Index rows, Eigen::Index cols, std
 }
 
 /// A rows x cols matrix U diag(values) V^T with random orthonormal U and V, plus
-/// independent N(0, noise^2) entries.
+/// independent N(0, noise^2) entries: the project's one planted-matrix generator
+/// (bench/common/planted.hpp), key 0x5eed, stream `stream`.
 inline Eigen::MatrixXd planted_matrix(Eigen::Index rows, Eigen::Index cols,
                                       const std::vector<double>& values, double noise,
                                       std::uint64_t stream) {
-  const auto k = static_cast<Eigen::Index>(values.size());
-  const Eigen::MatrixXd u =
-      Eigen::HouseholderQR<Eigen::MatrixXd>(gaussian_matrix(rows, k, 3 * stream)).householderQ() *
-      Eigen::MatrixXd::Identity(rows, k);
-  const Eigen::MatrixXd v =
-      Eigen::HouseholderQR<Eigen::MatrixXd>(gaussian_matrix(cols, k, 3 * stream + 1))
-          .householderQ() *
-      Eigen::MatrixXd::Identity(cols, k);
-  const Eigen::VectorXd d = Eigen::Map<const Eigen::VectorXd>(values.data(), k);
-  return u * d.asDiagonal() * v.transpose() + noise * gaussian_matrix(rows, cols, 3 * stream + 2);
+  const aclora::workload::PlantedMatrix m = aclora::workload::planted_matrix(
+      static_cast<std::size_t>(rows), static_cast<std::size_t>(cols), values, {.rms = noise},
+      0x5eed, stream);
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  return Eigen::Map<const RowMajor>(m.values.data(), rows, cols);
 }
 
 /// The reference analysis of a matrix: full thin SVD in double.

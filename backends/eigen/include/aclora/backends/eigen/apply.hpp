@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "aclora/backends/eigen/analyze.hpp"
 #include "aclora/noise.hpp"
 #include "aclora/philox.hpp"
+#include "aclora/precision.hpp"
 
 namespace aclora::backends::eigen {
 
@@ -24,43 +26,48 @@ struct NoiseIndexing {
   std::uint64_t col_step = 0;  ///< draw index step from one column to the next
 };
 
-/// Scratch for a line of float noise: Box-Muller over arrays, so that Eigen's
-/// vectorised log, sqrt, sin and cos do the transform.
+/// Scratch for a line of float noise (the core's gaussian_floats).
 struct NoiseLine {
-  ::Eigen::ArrayXf first;            ///< per pair: (w0 + 1) 2^-32 in (0, 1], then r cos
-  ::Eigen::ArrayXf second;           ///< per pair: angle 2 pi w1 2^-32, in [0, 2 pi)
-  ::Eigen::ArrayXf radius;           ///< per pair: r = sqrt(-2 log first), then r sin
-  ::Eigen::ArrayXf draws;            ///< two draws per pair, in stream order
   std::vector<std::uint32_t> words;  ///< Philox words, one array per word index
+  std::vector<float> draws;          ///< four draws per block, in stream order
 
   /// Reserves room for lines of up to `length` draws.
   void reserve(::Eigen::Index length) {
-    const ::Eigen::Index pairs = 2 * (length / 4 + 2);
-    if (first.size() < pairs) {
-      first.resize(pairs);
-      second.resize(pairs);
-      radius.resize(pairs);
-      draws.resize(2 * pairs);
-      words.resize(2 * pairs);
+    const auto size = static_cast<std::size_t>(4 * (length / 4 + 2));
+    if (draws.size() < size) {
+      words.resize(size);
+      draws.resize(size);
     }
   }
 };
 
 /// Scratch memory of one thread, sized before the first write.
 struct Workspace {
-  ::Eigen::MatrixXd panel;         ///< R x w, the panel in double
-  ::Eigen::MatrixXd noise;         ///< R x w, sigma * N(0, 1)
-  ::Eigen::MatrixXd coefficients;  ///< K x w, U_K^T panel
-  NoiseLine line;                  ///< float noise of one panel row or column
+  ::Eigen::MatrixXd panel;                ///< R x w, the panel in double
+  ::Eigen::MatrixXd noise;                ///< R x w, sigma * N(0, 1)
+  ::Eigen::MatrixXd coefficients;         ///< K x w, U_K^T panel
+  ::Eigen::MatrixXf panel_single;         ///< R x w, the scaled panel in float (fp32)
+  ::Eigen::MatrixXf coefficients_single;  ///< K x w (fp32)
+  ::Eigen::MatrixXf directions_single;    ///< R x K, U_K in float (fp32)
+  NoiseLine line;                         ///< float noise of one panel row or column
 
-  /// Reserves room for panels of `rank` x `width` and `kept` coefficients.
-  void reserve(::Eigen::Index rank, ::Eigen::Index width, ::Eigen::Index kept) {
+  /// Reserves room for panels of `rank` x `width` and `kept` coefficients; the float
+  /// buffers only when `single` (fp32 / tf32 projection).
+  void reserve(::Eigen::Index rank, ::Eigen::Index width, ::Eigen::Index kept, bool single) {
+    kept = std::max<::Eigen::Index>(kept, 1);
     if (panel.rows() < rank || panel.cols() < width)
       panel.resize(rank, width);
     if (noise.rows() < rank || noise.cols() < width)
       noise.resize(rank, width);
-    if (coefficients.rows() < kept || coefficients.cols() < width) {
-      coefficients.resize(std::max<::Eigen::Index>(kept, 1), width);
+    if (coefficients.rows() < kept || coefficients.cols() < width)
+      coefficients.resize(kept, width);
+    if (single) {
+      if (panel_single.rows() < rank || panel_single.cols() < width)
+        panel_single.resize(rank, width);
+      if (coefficients_single.rows() < kept || coefficients_single.cols() < width)
+        coefficients_single.resize(kept, width);
+      if (directions_single.rows() < rank || directions_single.cols() < kept)
+        directions_single.resize(rank, kept);
     }
     line.reserve(std::max(rank, width));
   }
@@ -68,38 +75,15 @@ struct Workspace {
 
 namespace detail {
 
-// Draws [begin, begin + count) of a stream with the float transform of gaussian_block:
-// the same Philox words and Box-Muller formula, evaluated over arrays with Eigen's
-// vectorised functions (which may differ from std::log / std::sin by an ulp or so).
-// Returns a pointer to draw `begin`. Uses only `line` memory (reserved for `count`).
+// Draws [begin, begin + count) of a stream with the core's float transform (gaussian_floats:
+// the same values as gaussian_block<float>). Returns a pointer to draw `begin`. Uses only
+// `line` memory (reserved for `count`).
 inline const float* gaussian_line(const NoiseKey& key, std::uint64_t begin, ::Eigen::Index count,
                                   NoiseLine& line) {
-  constexpr float two_pow_minus_32 = 2.3283064365386962890625e-10f;
-  constexpr float two_pi = 6.283185307179586476925286766559f;
   const std::uint64_t first_block = begin / 4;
-  const auto blocks = static_cast<::Eigen::Index>(
-      (begin + static_cast<std::uint64_t>(count) + 3) / 4 - first_block);
-  std::uint32_t* const w0 = line.words.data();
-  philox_words(key, first_block, static_cast<std::size_t>(blocks), w0);
-  const std::uint32_t* const w1 = w0 + blocks;
-  const std::uint32_t* const w2 = w1 + blocks;
-  const std::uint32_t* const w3 = w2 + blocks;
-  // Pair 2b uses words (0, 1) of block b, pair 2b + 1 words (2, 3), as gaussian_block.
-  for (::Eigen::Index b = 0; b < blocks; ++b) {
-    line.first(2 * b) = (static_cast<float>(w0[b]) + 1.0f) * two_pow_minus_32;
-    line.second(2 * b) = static_cast<float>(w1[b]) * (two_pow_minus_32 * two_pi);
-    line.first(2 * b + 1) = (static_cast<float>(w2[b]) + 1.0f) * two_pow_minus_32;
-    line.second(2 * b + 1) = static_cast<float>(w3[b]) * (two_pow_minus_32 * two_pi);
-  }
-  // Contiguous arrays throughout: Eigen vectorises log, sqrt, cos and sin only there.
-  const ::Eigen::Index pairs = 2 * blocks;
-  line.radius.head(pairs) = (-2.0f * line.first.head(pairs).log()).sqrt();
-  line.first.head(pairs) = line.radius.head(pairs) * line.second.head(pairs).cos();
-  line.radius.head(pairs) *= line.second.head(pairs).sin();
-  for (::Eigen::Index p = 0; p < pairs; ++p) {
-    line.draws(2 * p) = line.first(p);
-    line.draws(2 * p + 1) = line.radius(p);
-  }
+  const auto blocks =
+      static_cast<std::size_t>((begin + static_cast<std::uint64_t>(count) + 3) / 4 - first_block);
+  gaussian_floats(key, first_block, blocks, line.words.data(), line.draws.data());
   return line.draws.data() + (begin - 4 * first_block);
 }
 
@@ -152,19 +136,30 @@ void fill_noise(Out&& out, const NoiseKey& key, const NoiseIndexing& at, double 
 }  // namespace detail
 
 /// Writes rank_major <- U_K U_K^T rank_major + noise (placed by plan.noise), where U_K
-/// is the first min(K, q) columns of `basis`. `indexing` gives the noise numbering of
-/// the whole layer (offset of column 0). Uses only `workspace` memory. Noise for float
-/// storage uses the float Box-Muller transform (vectorised), for double storage the
-/// double one (gaussian_block<double>, exactly).
+/// is the first min(K, q) columns of the layer's basis. The projection runs on the panel
+/// scaled by 2^-exponent (exact; no overflow for any finite entries): in double for fp64,
+/// in float32 for fp32 / tf32 (sums over R and K: at most float32_sum_limit(R) terms).
+/// `indexing` gives the noise numbering of the whole layer (offset of column 0). Uses only
+/// `workspace` memory. Noise for float storage uses the core's float Box-Muller
+/// (gaussian_floats), for double storage the double one (gaussian_block<double>).
 template <class RankMajor>
-void apply_layer(RankMajor&& rank_major, const Basis& basis, const LayerPlan& plan,
-                 NoiseIndexing indexing, ::Eigen::Index panel_width, Workspace& workspace) {
+void apply_layer(RankMajor&& rank_major, const LayerBasis& layer, const LayerPlan& plan,
+                 NoiseIndexing indexing, ::Eigen::Index panel_width, Precision precision,
+                 Workspace& workspace) {
   using Storage = typename std::decay_t<RankMajor>::Scalar;
   const ::Eigen::Index rank = rank_major.rows();
   const ::Eigen::Index length = rank_major.cols();
-  const ::Eigen::Index kept = std::min<::Eigen::Index>(plan.kept, basis.cols());
-  const auto directions = basis.leftCols(kept);
+  const ::Eigen::Index kept = std::min<::Eigen::Index>(plan.kept, layer.basis.cols());
+  const auto directions = layer.basis.leftCols(kept);
+  const bool single = precision == Precision::fp32 || precision == Precision::tf32;
   const bool with_noise = plan.noise != NoisePolicy::none && plan.sigma > 0.0;
+  const double down = std::ldexp(1.0, -layer.exponent);
+  const double up = std::ldexp(1.0, layer.exponent);
+  // The float copy of the directions exists only for fp32 / tf32 (the workspace is sized so).
+  auto directions_single =
+      workspace.directions_single.topLeftCorner(single ? rank : 0, single ? kept : 0);
+  if (single)
+    directions_single = directions.template cast<float>();
   for (::Eigen::Index first = 0; first < length; first += panel_width) {
     const ::Eigen::Index width = std::min(panel_width, length - first);
     auto panel = workspace.panel.topLeftCorner(rank, width);
@@ -181,8 +176,19 @@ void apply_layer(RankMajor&& rank_major, const Basis& basis, const LayerPlan& pl
       if (plan.noise == NoisePolicy::discarded)
         panel -= noise;  // noise outside span(U_K)
     }
-    coefficients.noalias() = directions.transpose() * panel;
-    panel.noalias() = directions * coefficients;
+    panel *= down;
+    if (single) {
+      auto panel_single = workspace.panel_single.topLeftCorner(rank, width);
+      auto coefficients_single = workspace.coefficients_single.topLeftCorner(kept, width);
+      panel_single = panel.template cast<float>();
+      coefficients_single.noalias() = directions_single.transpose() * panel_single;
+      panel_single.noalias() = directions_single * coefficients_single;
+      panel = panel_single.template cast<double>();
+    } else {
+      coefficients.noalias() = directions.transpose() * panel;
+      panel.noalias() = directions * coefficients;
+    }
+    panel *= up;
     if (with_noise)
       panel += noise;
     rank_major.middleCols(first, width) = panel.template cast<Storage>();
