@@ -4,10 +4,15 @@
 // every factor), its share of the measured copy bandwidth, and the speed-up over each peer.
 //
 // Usage: bench_restart_torch [--ranks=16,64,128] [--attention_only] [--devices=cpu,cuda]
-//        [--threads=2] [--repeats=2] [--per_matrix_stride=S] [--json_out=PATH]
+//        [--threads=2] [--repeats=2] [--per_matrix_stride=S] [--peers=per_matrix,stacked]
+//        [--precision=automatic|fp64|fp32|tf32] [--route=kernels|tensor_ops]
+//        [--json_out=PATH]
 // --per_matrix_stride=S times the per-matrix peer on every S-th module only and scales the
 // time by (all parameters / timed parameters); the default is 1 (all) up to r = 64 on
-// the CPU and 4 above. The output says when a peer time is scaled.
+// the CPU and 4 above. The output says when a peer time is scaled. --peers=none skips the
+// peers. --precision sets Torch::Options::precision; --route=tensor_ops sends CPU tensors
+// through the batched tensor route that other devices take (Options::cpu_kernels = false).
+// The aclora time is the median of the repeats, each peer's the best.
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -39,6 +44,10 @@ struct Settings {
   int threads = 2;
   int repeats = 2;
   std::int64_t per_matrix_stride = 0;  // 0: automatic
+  bool per_matrix_peer = true;
+  bool stacked_peer = true;
+  aclora::Precision precision = aclora::Precision::automatic;
+  bool cpu_kernels = true;
   std::string json_out;
 };
 
@@ -72,6 +81,30 @@ Settings parse(int argc, char** argv) {
       s.repeats = std::max(1, std::stoi(v));
     } else if (const char* v = value("--per_matrix_stride")) {
       s.per_matrix_stride = std::max<std::int64_t>(1, std::stoll(v));
+    } else if (const char* v = value("--peers")) {
+      const auto peers = split(v);
+      auto has = [&](const char* name) {
+        return std::find(peers.begin(), peers.end(), name) != peers.end();
+      };
+      s.per_matrix_peer = has("per_matrix");
+      s.stacked_peer = has("stacked");
+    } else if (const char* v = value("--precision")) {
+      const std::string name = v;
+      s.precision = name == "fp64"   ? aclora::Precision::fp64
+                    : name == "fp32" ? aclora::Precision::fp32
+                    : name == "tf32" ? aclora::Precision::tf32
+                                     : aclora::Precision::automatic;
+      if (name != aclora::precision_name(s.precision)) {
+        std::fprintf(stderr, "unknown precision %s (automatic, fp64, fp32, tf32)\n", v);
+        std::exit(2);
+      }
+    } else if (const char* v = value("--route")) {
+      const std::string name = v;
+      if (name != "kernels" && name != "tensor_ops") {
+        std::fprintf(stderr, "unknown route %s (kernels, tensor_ops)\n", v);
+        std::exit(2);
+      }
+      s.cpu_kernels = name == "kernels";
     } else if (const char* v = value("--json_out")) {
       s.json_out = v;
     } else {
@@ -236,9 +269,12 @@ int main(int argc, char** argv) {
   at::set_num_threads(settings.threads);
   const auto families = aclora::workload::sdxl_unet_linears(settings.attention_only);
   std::vector<Row> rows;
-  std::printf("SDXL UNet LoRA, %s, fp32 factors, p = %.2f, %d torch threads, best of %d\n",
-              settings.attention_only ? "attention only" : "all Transformer2D linears", kThreshold,
-              settings.threads, settings.repeats);
+  std::printf(
+      "SDXL UNet LoRA, %s, fp32 factors, p = %.2f, %d torch threads, %d repeats (aclora: "
+      "median [min, max]; peers: best), precision %s, CPU route %s\n",
+      settings.attention_only ? "attention only" : "all Transformer2D linears", kThreshold,
+      settings.threads, settings.repeats, aclora::precision_name(settings.precision),
+      settings.cpu_kernels ? "kernels" : "tensor_ops");
   for (const std::string& name : settings.devices) {
     if (name == "cuda" && !::torch::cuda::is_available()) {
       std::printf("cuda: no device, skipped\n");
@@ -267,36 +303,55 @@ int main(int argc, char** argv) {
       row.per_matrix_stride = settings.per_matrix_stride > 0   ? settings.per_matrix_stride
                               : (device.is_cpu() && rank > 64) ? 4
                                                                : 1;
-      aclora::Restart<aclora::backends::Torch> restart({.seed = 1});
-      double best = 1e30, best_pm = 1e30, best_stacked = 1e30;
+      aclora::backends::Torch::Options backend_options;
+      backend_options.precision = settings.precision;
+      backend_options.cpu_kernels = settings.cpu_kernels;
+      aclora::Restart<aclora::backends::Torch> restart({.seed = 1},
+                                                       aclora::backends::Torch(backend_options));
+      std::vector<double> times;
+      double best_pm = 0.0, best_stacked = 0.0;
       for (int r = 0; r < settings.repeats; ++r) {
         restore();
-        best = std::min(best, seconds(device, [&] { restart.at_threshold(model, kThreshold); }));
-        restore();
-        best_pm = std::min(best_pm,
-                           seconds(device, [&] { per_matrix_svd(model, row.per_matrix_stride); }));
-        restore();
-        best_stacked = std::min(best_stacked, seconds(device, [&] { stacked_svd(model); }));
+        times.push_back(seconds(device, [&] { restart.at_threshold(model, kThreshold); }));
+        if (settings.per_matrix_peer) {
+          restore();
+          const double t = seconds(device, [&] { per_matrix_svd(model, row.per_matrix_stride); });
+          best_pm = r == 0 ? t : std::min(best_pm, t);
+        }
+        if (settings.stacked_peer) {
+          restore();
+          const double t = seconds(device, [&] { stacked_svd(model); });
+          best_stacked = r == 0 ? t : std::min(best_stacked, t);
+        }
       }
       std::int64_t timed = 0;
       for (std::size_t m = 0; m < model.size();
            m += static_cast<std::size_t>(row.per_matrix_stride))
         for (const auto& layer : model[m].layers)
           timed += layer.matrix.numel();
-      row.aclora = best;
+      std::sort(times.begin(), times.end());
+      row.aclora = times[times.size() / 2];
       row.per_matrix = best_pm * static_cast<double>(row.parameters) / static_cast<double>(timed);
       row.stacked = best_stacked;
       rows.push_back(row);
       std::printf(
-          "%s r=%-4lld %lld modules, %.1f M params | aclora %.3f s (%.2f GB/s, %.1f%% of copy "
-          "bw) | per-matrix svd %.3f s%s (x%.2f) | stacked svd %.3f s (x%.2f)\n",
+          "%s r=%-4lld %lld modules, %.1f M params | aclora %.3f s [%.3f, %.3f] (%.2f "
+          "GB/s, %.1f%% of copy bw)",
           name.c_str(), static_cast<long long>(rank), static_cast<long long>(row.modules),
-          row.parameters / 1e6, row.aclora, row.gbps(), 100.0 * row.gbps() * 1e9 / bandwidth,
-          row.per_matrix,
-          row.per_matrix_stride > 1
-              ? (" [every " + std::to_string(row.per_matrix_stride) + "th module, scaled]").c_str()
-              : "",
-          row.per_matrix / row.aclora, row.stacked, row.stacked / row.aclora);
+          row.parameters / 1e6, row.aclora, times.front(), times.back(), row.gbps(),
+          100.0 * row.gbps() * 1e9 / bandwidth);
+      if (settings.per_matrix_peer) {
+        std::printf(
+            " | per-matrix svd %.3f s%s (x%.2f)", row.per_matrix,
+            row.per_matrix_stride > 1
+                ? (" [every " + std::to_string(row.per_matrix_stride) + "th module, scaled]")
+                      .c_str()
+                : "",
+            row.per_matrix / row.aclora);
+      }
+      if (settings.stacked_peer)
+        std::printf(" | stacked svd %.3f s (x%.2f)", row.stacked, row.stacked / row.aclora);
+      std::printf("\n");
       std::fflush(stdout);
     }
   }
@@ -306,6 +361,8 @@ int main(int argc, char** argv) {
       std::ofstream out(temporary);
       out << "{\"workload\": \"" << (settings.attention_only ? "attention_only" : "all_linears")
           << "\", \"threshold\": " << kThreshold << ", \"threads\": " << settings.threads
+          << ", \"precision\": \"" << aclora::precision_name(settings.precision)
+          << "\", \"cpu_route\": \"" << (settings.cpu_kernels ? "kernels" : "tensor_ops") << "\""
           << ", \"results\": [";
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const Row& r = rows[i];
@@ -313,11 +370,19 @@ int main(int argc, char** argv) {
             << ", \"modules\": " << r.modules << ", \"parameters\": " << r.parameters
             << ", \"aclora_seconds\": " << r.aclora << ", \"aclora_gbps\": " << r.gbps()
             << ", \"copy_bandwidth_gbps\": " << r.bandwidth / 1e9
-            << ", \"per_matrix_svd_seconds\": " << r.per_matrix
-            << ", \"per_matrix_stride\": " << r.per_matrix_stride
-            << ", \"stacked_svd_seconds\": " << r.stacked
-            << ", \"speedup_vs_per_matrix\": " << r.per_matrix / r.aclora
-            << ", \"speedup_vs_stacked\": " << r.stacked / r.aclora << "}";
+            << ", \"per_matrix_stride\": " << r.per_matrix_stride;
+        auto peer = [&](const char* name, bool measured, double value) {
+          out << ", \"" << name << "\": ";
+          if (measured)
+            out << value;
+          else
+            out << "null";
+        };
+        peer("per_matrix_svd_seconds", settings.per_matrix_peer, r.per_matrix);
+        peer("stacked_svd_seconds", settings.stacked_peer, r.stacked);
+        peer("speedup_vs_per_matrix", settings.per_matrix_peer, r.per_matrix / r.aclora);
+        peer("speedup_vs_stacked", settings.stacked_peer, r.stacked / r.aclora);
+        out << "}";
       }
       out << "]}\n";
     }

@@ -1,5 +1,7 @@
-// The conformance suite for the Torch backend on the CPU and, when a GPU is present,
-// on CUDA (fp64, fp32, fp16 and bf16 storage; row-major, column-major and padded views).
+// The conformance suite for the Torch backend: on the CPU through its two routes (its own
+// kernels, and the batched tensor operations that other devices run) and, when a GPU is
+// present, on CUDA; fp64, fp32, fp16 and bf16 storage; row-major, column-major and padded
+// views; every precision setting.
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -25,10 +27,15 @@ c10::ScalarType scalar_type(Dtype dtype) {
   return at::kDouble;
 }
 
-template <bool Cuda>
+// Where the suite runs the backend: CPU tensors through the kernels or the tensor route,
+// CUDA tensors (tensor route).
+enum class Target { cpu_kernels, cpu_tensor_ops, cuda };
+
+template <Target Where>
 struct TorchTraits {
   using backend_type = backends::Torch;
   using handle_type = at::Tensor;  // the 2-D view RESTART writes through
+  static constexpr bool Cuda = Where == Target::cuda;
 
   static at::Device device() { return Cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU); }
   static std::string skip_reason() {
@@ -77,26 +84,25 @@ struct TorchTraits {
     return at::zeros({static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols)},
                      at::TensorOptions().dtype(at::kInt).device(device()));
   }
-  // Analysis in float64 like the reference: differences come from the one rounding of
-  // the result to the storage type (relative 2^-53, 2^-24, 2^-11, 2^-8) and summation order.
-  static double tolerance(Dtype dtype) {
-    switch (dtype) {
-      case Dtype::f64:
-        return 1e-10;
-      case Dtype::f32:
-        return 1e-6;
-      case Dtype::f16:
-        return 1e-3;
-      case Dtype::bf16:
-        return 8e-3;
-    }
-    return 0.0;
-  }
   static bool same_noise_as_reference() { return true; }
-  static backends::Torch backend() { return backends::Torch(); }
+  static std::vector<Precision> precisions() {
+    return {Precision::automatic, Precision::fp64, Precision::fp32, Precision::tf32};
+  }
+  static backends::Torch backend(Precision precision) {
+    backends::Torch::Options options;
+    options.precision = precision;
+    options.cpu_kernels = Where == Target::cpu_kernels;
+    return backends::Torch(options);
+  }
+  // What the backend runs a request at on the suite's device.
+  static Precision resolved(Precision requested) {
+    return backend(requested).resolved_precision(device());
+  }
 };
 
-using TorchBackends = ::testing::Types<TorchTraits<false>, TorchTraits<true>>;
+using TorchBackends =
+    ::testing::Types<TorchTraits<Target::cpu_kernels>, TorchTraits<Target::cpu_tensor_ops>,
+                     TorchTraits<Target::cuda>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Torch, Conformance, TorchBackends);
 
 }  // namespace

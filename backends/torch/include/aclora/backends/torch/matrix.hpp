@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
+#include <c10/core/InferenceMode.h>
 
 #include <compare>
 #include <cstddef>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "aclora/layer.hpp"
+#include "aclora/memory.hpp"
 
 namespace aclora::backends::torch {
 
@@ -27,7 +29,8 @@ inline bool supported_dtype(c10::ScalarType type) {
          type == c10::ScalarType::Half || type == c10::ScalarType::BFloat16;
 }
 
-/// Empty when the backend can process `matrix`, else the reason.
+/// Empty when the backend can process `matrix`, else the reason. Everything RESTART needs
+/// of a matrix is checked here, so that nothing fails in the write.
 inline std::string check_matrix(const at::Tensor& matrix) {
   if (!matrix.defined())
     return "undefined tensor";
@@ -46,9 +49,39 @@ inline std::string check_matrix(const at::Tensor& matrix) {
     return "tensor on the meta device has no data";
   if (device == c10::DeviceType::MPS)
     return "MPS tensors are not supported (the analysis needs float64)";
+  if (matrix.is_neg())
+    return "tensor is a negative view (its negative bit is set); pass resolve_neg() of it";
+  if (matrix._is_zerotensor())
+    return "tensor is a zero tensor without memory; it cannot be written";
+  if (matrix.is_inference() && !c10::InferenceMode::is_enabled()) {
+    return "tensor was created in InferenceMode; LibTorch allows writing it in place only "
+           "inside InferenceMode (run RESTART there, or pass a normal tensor)";
+  }
+  if (matrix.numel() > 0 && !matrix.unsafeGetTensorImpl()->has_storage())
+    return "tensor has no storage (a wrapper or lazy tensor); pass a materialised tensor";
   if (matrix.numel() > 0 && at::has_internal_overlap(matrix) == at::MemOverlap::Yes)
     return "tensor has overlapping entries (an expanded / broadcast view cannot be written)";
   return {};
+}
+
+/// Where the tensor's entries lie, for the driver's check that no two layers share memory:
+/// address space 0 for the CPU, one per other device; the data pointer (storage offset
+/// included), element size and strides.
+inline MemoryRegion memory_region(const at::Tensor& matrix) {
+  const at::Device device = matrix.device();
+  const std::uintptr_t space =
+      device.is_cpu()
+          ? 0
+          : ((static_cast<std::uintptr_t>(static_cast<std::uint16_t>(device.type())) << 16) |
+             static_cast<std::uint16_t>(device.index())) +
+                1;
+  return MemoryRegion{space,
+                      reinterpret_cast<std::uintptr_t>(matrix.data_ptr()),
+                      static_cast<std::size_t>(matrix.element_size()),
+                      static_cast<std::size_t>(matrix.size(0)),
+                      static_cast<std::size_t>(matrix.size(1)),
+                      static_cast<std::ptrdiff_t>(matrix.stride(0)),
+                      static_cast<std::ptrdiff_t>(matrix.stride(1))};
 }
 
 /// Rows and columns of a 2-D tensor.
