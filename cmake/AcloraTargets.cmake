@@ -89,7 +89,18 @@ if(ACLORA_HAVE_TORCH)
   list(APPEND ACLORA_ENABLED_BACKENDS Torch)
 endif()
 
-# Raw CUDA (cuBLAS, cuSOLVER, cuRAND, own kernels)
+# Raw CUDA (own kernels, cuBLAS, cuSOLVER)
+#
+# GPU architectures of this project's CUDA programs (tests, benchmarks; aclora::cuda itself is
+# header-only and carries none): CMAKE_CUDA_ARCHITECTURES (or the CUDAARCHS environment
+# variable) when given; else those of the GPUs nvidia-smi shows (what `native` would pick),
+# when nvcc supports them; else ACLORA_CUDA_DEFAULT_ARCHITECTURES: machine code for Turing
+# (75: T4, GeForce 20), Ampere (80: A100; 86: GeForce 30, A10, A40), Ada (89: GeForce 40, L4,
+# L40) and Hopper (90: H100, H200), plus Hopper's PTX, which the driver compiles for later
+# GPUs (Blackwell). The list compiles several times slower than one architecture: CI sets
+# CUDAARCHS to one (see tests/run.sh).
+set(ACLORA_CUDA_DEFAULT_ARCHITECTURES "75-real;80-real;86-real;89-real;90" CACHE STRING
+    "CUDA architectures when neither CMAKE_CUDA_ARCHITECTURES nor a visible GPU decides")
 if(NOT ACLORA_WITH_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
@@ -99,16 +110,72 @@ if(NOT ACLORA_WITH_CUDA STREQUAL "OFF")
 endif()
 aclora_backend_wanted(CUDA CUDAToolkit_FOUND ACLORA_HAVE_CUDA)
 if(ACLORA_HAVE_CUDA)
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90)
+  set(_aclora_archs "${CMAKE_CUDA_ARCHITECTURES}")
+  set(_aclora_arch_source "given")
+  # A CUDA-enabled LibTorch's CMake config (Torch, above) enables CUDA itself, sets
+  # CMAKE_CUDA_ARCHITECTURES to OFF, adds its own -gencode list (from TORCH_CUDA_ARCH_LIST, or
+  # a list from compute_50 on, which nvcc 13 refuses) to CMAKE_CUDA_FLAGS and sets
+  # CMAKE_CUDA_STANDARD (which CMake 3.25 cannot turn into nvcc 13 flags). Our targets take the
+  # architectures back and get the C++ standard from the flag below. (Code that includes
+  # LibTorch in .cu files would need its TORCH_CUDA_ARCH_LIST instead; we have none.)
+  if(DEFINED NVCC_FLAGS_EXTRA AND "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL "OFF")
+    string(REGEX REPLACE "-gencode[ ;]+arch=[^ ;]+" "" CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS}")
+    unset(CMAKE_CUDA_STANDARD)
+    unset(CMAKE_CUDA_STANDARD_REQUIRED)
+    unset(CMAKE_CUDA_ARCHITECTURES)  # shows the cache value: the user's, or CMake's default
+    set(_aclora_archs "$CACHE{CMAKE_CUDA_ARCHITECTURES}")
+    get_property(_aclora_arch_help CACHE CMAKE_CUDA_ARCHITECTURES PROPERTY HELPSTRING)
+    if(_aclora_arch_help MATCHES "^CUDA architectures" AND NOT DEFINED ENV{CUDAARCHS})
+      set(_aclora_archs "")  # initialised by CMake when LibTorch enabled CUDA: not a choice
+    endif()
+  elseif(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND DEFINED ENV{CUDAARCHS})
+    set(_aclora_archs "$ENV{CUDAARCHS}")
   endif()
+  if(_aclora_archs STREQUAL "")
+    set(_aclora_gpus "")
+    find_program(ACLORA_NVIDIA_SMI nvidia-smi)
+    if(ACLORA_NVIDIA_SMI)
+      execute_process(COMMAND "${ACLORA_NVIDIA_SMI}" --query-gpu=compute_cap --format=csv,noheader
+                      OUTPUT_VARIABLE _aclora_gpus RESULT_VARIABLE _aclora_smi ERROR_QUIET
+                      OUTPUT_STRIP_TRAILING_WHITESPACE TIMEOUT 30)
+      if(NOT _aclora_smi EQUAL 0)
+        set(_aclora_gpus "")
+      endif()
+    endif()
+    # Compute capabilities "9.0" become "90"; nvcc 13 builds for 7.5 and newer only.
+    set(_aclora_native "")
+    if(_aclora_gpus MATCHES "^[0-9]")
+      string(REPLACE "\n" ";" _aclora_gpus "${_aclora_gpus}")
+      list(REMOVE_DUPLICATES _aclora_gpus)
+      foreach(_aclora_gpu IN LISTS _aclora_gpus)
+        string(STRIP "${_aclora_gpu}" _aclora_gpu)
+        if(_aclora_gpu VERSION_LESS 7.5)
+          set(_aclora_native "")
+          break()
+        endif()
+        string(REPLACE "." "" _aclora_gpu "${_aclora_gpu}")
+        list(APPEND _aclora_native ${_aclora_gpu})
+      endforeach()
+    endif()
+    if(_aclora_native)
+      set(_aclora_archs "${_aclora_native}")
+      string(REPLACE ";" ", " _aclora_gpus "${_aclora_gpus}")
+      set(_aclora_arch_source "the GPU seen here, compute capability ${_aclora_gpus}")
+    else()
+      set(_aclora_archs "${ACLORA_CUDA_DEFAULT_ARCHITECTURES}")
+      set(_aclora_arch_source "no GPU seen: ACLORA_CUDA_DEFAULT_ARCHITECTURES")
+    endif()
+  endif()
+  set(CMAKE_CUDA_ARCHITECTURES "${_aclora_archs}")
   enable_language(CUDA)
+  message(STATUS "aclora: CUDA architectures ${CMAKE_CUDA_ARCHITECTURES} (${_aclora_arch_source})")
   add_library(aclora_cuda INTERFACE)
   add_library(aclora::cuda ALIAS aclora_cuda)
   set_target_properties(aclora_cuda PROPERTIES EXPORT_NAME cuda)
   target_link_libraries(aclora_cuda INTERFACE aclora_core CUDA::cudart CUDA::cublas
-                                              CUDA::cusolver CUDA::curand)
-  # CMake 3.25 does not hand -std=c++20 to nvcc 13 through CMAKE_CUDA_STANDARD.
+                                              CUDA::cusolver)
+  # CMake 3.25 does not hand -std=c++20 to nvcc 13 through CMAKE_CUDA_STANDARD: the flag goes
+  # to nvcc directly.
   target_compile_options(aclora_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20>)
   target_include_directories(aclora_cuda INTERFACE
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/backends/cuda/include>

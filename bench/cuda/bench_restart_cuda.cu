@@ -5,13 +5,17 @@
 // write of every factor), its ratio to the H200's 4.8 TB/s and to the copy bandwidth
 // measured here, and the speed-up over the peer measured in the same run.
 //
-// Usage: bench_restart_cuda [--ranks=16,64,128] [--dtypes=fp32,bf16] [--attention_only]
-//        [--iterations=20] [--peer_stride=1] [--no_tf32] [--benchmark_out=results.json
-//        --benchmark_out_format=json] [other Google Benchmark flags]
+// Usage: bench_restart_cuda [--ranks=16,64,128] [--dtypes=fp32,bf16]
+//        [--precisions=automatic,fp32,tf32] [--attention_only] [--iterations=20]
+//        [--peer_stride=1] [--benchmark_out=results.json --benchmark_out_format=json]
+//        [other Google Benchmark flags]
 // --peer_stride=S times gesvdj on every S-th factor only and scales the time by
-// (all parameters / timed parameters); the output says so when S > 1. Besides the storage
-// types, fp32 is also timed with the Gram products on TF32 tensor cores (--no_tf32: not).
+// (all parameters / timed parameters); the output says so when S > 1. Every storage type is
+// timed at every precision setting (aclora::Precision; automatic is what this GPU resolves
+// it to, printed beside it).
 #include <benchmark/benchmark.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
@@ -40,10 +44,11 @@ constexpr double kH200Bandwidth = 4.8e12;  // bytes per second
 struct Settings {
   std::vector<std::int64_t> ranks{16, 64, 128};
   std::vector<cu::DType> dtypes{cu::DType::f32, cu::DType::bf16};
+  std::vector<aclora::Precision> precisions{aclora::Precision::automatic, aclora::Precision::fp32,
+                                            aclora::Precision::tf32};
   bool attention_only = false;
   int iterations = 20;
   std::int64_t peer_stride = 1;
-  bool tf32 = true;  // also time fp32 storage with TF32 Gram products
 };
 
 void check(cudaError_t status, const char* what) {
@@ -60,6 +65,23 @@ void check(cusolverStatus_t status, const char* what) {
   }
 }
 
+// Stores `value` at `offset` of `data` as `dtype` (rounded to nearest even).
+__device__ void store(void* data, std::int32_t dtype, std::int64_t offset, float value) {
+  switch (static_cast<cu::DType>(dtype)) {
+    case cu::DType::f16:
+      static_cast<__half*>(data)[offset] = __float2half_rn(value);
+      break;
+    case cu::DType::bf16:
+      static_cast<__nv_bfloat16*>(data)[offset] = __float2bfloat16_rn(value);
+      break;
+    case cu::DType::f64:
+      static_cast<double*>(data)[offset] = value;
+      break;
+    default:
+      static_cast<float*>(data)[offset] = value;
+  }
+}
+
 // Factor (r, c) of the rank-major view = (0.8^r + 0.02) * N(0, 1): a decaying spectrum with
 // a floor, deterministic per factor.
 __global__ void fill_factor(void* data, std::int32_t dtype, std::int64_t rank, std::int64_t length,
@@ -72,7 +94,7 @@ __global__ void fill_factor(void* data, std::int32_t dtype, std::int64_t rank, s
     const std::int64_t c = e % length;
     const float scale = powf(0.8f, static_cast<float>(r)) + 0.02f;
     const float value = scale * aclora::gaussian_at<float>(key, static_cast<std::uint64_t>(e));
-    cu::kernels::store_element(data, dtype, r * rank_stride + c * length_stride, value);
+    store(data, dtype, r * rank_stride + c * length_stride, value);
   }
 }
 
@@ -185,6 +207,14 @@ std::string dtype_label(cu::DType dtype) {
   return cu::dtype_name(dtype);
 }
 
+// "fp32", or "automatic=fp64" with what this device resolves automatic to.
+std::string precision_label(aclora::Precision precision) {
+  std::string label = aclora::precision_name(precision);
+  if (precision == aclora::Precision::automatic)
+    label += std::string("=") + aclora::precision_name(cu::device_precision(precision));
+  return label;
+}
+
 // The peer: cuSOLVER gesvdj per factor (fp32), on a copy (gesvdj overwrites its input).
 void bench_peer(benchmark::State& state, std::int64_t rank, bool attention_only,
                 std::int64_t stride) {
@@ -279,10 +309,10 @@ void bench_peer(benchmark::State& state, std::int64_t rank, bool attention_only,
 }
 
 void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype, bool attention_only,
-                   bool tf32_gram) {
+                   aclora::Precision precision) {
   Workload& w = workload(rank, dtype, attention_only);
   Cuda::Options options;
-  options.tf32_gram = tf32_gram;
+  options.precision = precision;
   aclora::Restart<Cuda> restart({.seed = 7}, Cuda(options));
   (void)restart.at_threshold(w.modules, kThreshold);  // plan, allocate, warm up
   EventTimer timer;
@@ -323,7 +353,7 @@ void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype, 
                 "r=%-4lld aclora CUDA (%s): %10.3f ms per model, %8.1f GB/s, %5.3f of 4.8 TB/s, "
                 "%5.3f of copy, %8.1fx vs gesvdj",
                 static_cast<long long>(rank),
-                (dtype_label(dtype) + (tf32_gram ? ", TF32 Gram" : "")).c_str(), per_restart * 1e3,
+                (dtype_label(dtype) + ", " + precision_label(precision)).c_str(), per_restart * 1e3,
                 bandwidth * 1e-9, bandwidth / kH200Bandwidth, bandwidth / results().copy_bandwidth,
                 speedup);
   results().lines.push_back(line);
@@ -360,13 +390,29 @@ Settings parse(int& argc, char** argv) {
           s.dtypes.push_back(cu::DType::f16);
         else if (d == "bf16")
           s.dtypes.push_back(cu::DType::bf16);
+        else if (d == "fp64")
+          s.dtypes.push_back(cu::DType::f64);
         else {
-          std::fprintf(stderr, "unknown dtype %s (fp32, fp16, bf16)\n", d.c_str());
+          std::fprintf(stderr, "unknown dtype %s (fp64, fp32, fp16, bf16)\n", d.c_str());
           std::exit(2);
         }
       }
-    } else if (arg == "--no_tf32") {
-      s.tf32 = false;
+    } else if (const char* v = value("--precisions")) {
+      s.precisions.clear();
+      for (const auto& p : split(v)) {
+        if (p == "automatic")
+          s.precisions.push_back(aclora::Precision::automatic);
+        else if (p == "fp64")
+          s.precisions.push_back(aclora::Precision::fp64);
+        else if (p == "fp32")
+          s.precisions.push_back(aclora::Precision::fp32);
+        else if (p == "tf32")
+          s.precisions.push_back(aclora::Precision::tf32);
+        else {
+          std::fprintf(stderr, "unknown precision %s (automatic, fp64, fp32, tf32)\n", p.c_str());
+          std::exit(2);
+        }
+      }
     } else if (arg == "--attention_only") {
       s.attention_only = true;
     } else if (const char* v = value("--iterations")) {
@@ -409,24 +455,18 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->Iterations(1);
     for (cu::DType dtype : settings.dtypes) {
-      benchmark::RegisterBenchmark(
-          ("aclora_cuda_restart/r:" + r + "/" + dtype_label(dtype)).c_str(),
-          [=](benchmark::State& state) {
-            bench_restart(state, rank, dtype, settings.attention_only, false);
-          })
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Iterations(settings.iterations);
-    }
-    if (settings.tf32) {
-      benchmark::RegisterBenchmark(("aclora_cuda_restart/r:" + r + "/fp32_tf32_gram").c_str(),
-                                   [=](benchmark::State& state) {
-                                     bench_restart(state, rank, cu::DType::f32,
-                                                   settings.attention_only, true);
-                                   })
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Iterations(settings.iterations);
+      for (aclora::Precision precision : settings.precisions) {
+        benchmark::RegisterBenchmark(("aclora_cuda_restart/r:" + r + "/" + dtype_label(dtype) +
+                                      "/" + aclora::precision_name(precision))
+                                         .c_str(),
+                                     [=](benchmark::State& state) {
+                                       bench_restart(state, rank, dtype, settings.attention_only,
+                                                     precision);
+                                     })
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(settings.iterations);
+      }
     }
   }
   benchmark::Initialize(&argc, argv);

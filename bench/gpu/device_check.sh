@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# One prepared check for a machine with an NVIDIA GPU (H200 expected), the CUDA toolkit
-# and LibTorch 2.x from python3's torch package; no network needed.
+# One prepared check for a machine with an NVIDIA GPU (H200 expected), nvcc 13, a CMake from
+# PyPI and a PyPI torch 2.x (its package carries LibTorch); no network needed. The other
+# libraries come from the folder of bench/gpu/prepare_deps.sh (--deps), or the system.
 #
-#   bench/gpu/device_check.sh OUT_DIR [--build-only] [--build-dir DIR]
+#   bench/gpu/device_check.sh OUT_DIR [--build-only] [--build-dir DIR] [--deps DIR] [--deps-only]
 #
-# Configures (Release, CMAKE_CUDA_ARCHITECTURES=${ACLORA_CUDA_ARCH:-90},
-# CMAKE_PREFIX_PATH from torch.utils.cmake_prefix_path), builds only what it runs, then runs
-# the CUDA tests, the CUDA and Torch conformance suites and the two RESTART benchmarks,
-# each under `timeout`. Results (GoogleTest and Google Benchmark JSON, logs, summary.txt)
-# go to OUT_DIR. --build-only skips the GPU check and stops after the build (for machines
-# without a GPU). Needs GoogleTest, Google Benchmark and Eigen 3.4 findable by CMake.
-# Environment: ACLORA_CUDA_ARCH (90), ACLORA_JOBS (16), ACLORA_BUILD_TIMEOUT (420 s),
-# ACLORA_PEER_STRIDE (2: peers timed on every 2nd factor, scaled), ACLORA_DEVICE_BUILD_DIR.
+# Configures (Release, the GPU's CUDA architecture, LibTorch from the python's torch; see
+# common.sh for the toolchain and the options), builds only what it runs, then runs the CUDA
+# tests, the CUDA and Torch conformance suites and the two RESTART benchmarks, each under
+# `timeout`. Results (GoogleTest and Google Benchmark JSON, logs, summary.txt) go to OUT_DIR.
+# --build-only skips the GPU check and stops after the build (for machines without a GPU:
+# see bench/gpu/README.md for the dry run). Environment: ACLORA_PYTHON (python3), CMAKE,
+# ACLORA_GPU_DEPS (--deps), ACLORA_CUDA_ARCH (the GPU's, else 90), ACLORA_JOBS (16),
+# ACLORA_BUILD_TIMEOUT (420 s), ACLORA_PEER_STRIDE (2: peers timed on every 2nd factor,
+# scaled), ACLORA_DEVICE_BUILD_DIR.
 #
 # Torch on CUDA: test_conformance_torch instantiates its suite for CPU tensors and for
 # CUDA tensors (TorchTraits<true>), which runs whenever torch::cuda::is_available(); no
@@ -20,19 +22,7 @@ check_name=device_check
 default_build=/tmp/aclora-device-build
 source "$(dirname "$0")/common.sh"
 
-# 2. Toolchain: nvcc and (optionally) torch's CMake prefix.
-nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-[[ -x $nvcc ]] || fail "nvcc not found (set CUDACXX or put the CUDA toolkit's bin in PATH)"
-note "nvcc: $("$nvcc" --version | tail -1)"
-torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-if [[ -n $torch_prefix ]]; then
-  note "torch: $(python3 -c 'import torch; print(torch.__version__)') at $torch_prefix"
-else
-  note "torch: python3 has no torch package; the Torch targets use whatever LibTorch CMake finds"
-fi
-
-# 3. Configure and build only the targets run below.
-arch=${ACLORA_CUDA_ARCH:-90}
+# Configure and build only the targets run below.
 jobs=${ACLORA_JOBS:-16}
 build_timeout=${ACLORA_BUILD_TIMEOUT:-420}
 # Ninja builds all targets in one parallel run; CMake's Makefiles build goals one after
@@ -41,14 +31,12 @@ generator=()
 if command -v ninja >/dev/null 2>&1 && [[ ! -f $build/Makefile ]]; then
   generator=(-G Ninja)
 fi
-configure=(cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch"
-  -DACLORA_WITH_CUDA=ON -DACLORA_BUILD_EXAMPLES=OFF -DACLORA_BUILD_DOCS=OFF
-  -DACLORA_SANITIZED_TESTS=OFF -DACLORA_INSTALL=OFF)
-[[ -n $torch_prefix ]] && configure+=(-DCMAKE_PREFIX_PATH="$torch_prefix")
+configure=("${cmake[@]}" -S "$root" -B "$build" "${generator[@]}" "${configure_common[@]}"
+  -DACLORA_WITH_CUDA=ON -DACLORA_BUILD_EXAMPLES=OFF -DACLORA_SANITIZED_TESTS=OFF)
 note "configure: ${configure[*]}"
-timeout 180 "${configure[@]}" >"$out/configure.log" 2>&1 ||
+timeout 300 "${configure[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; fail "configure failed (log: $out/configure.log)"; }
+grep -E "aclora: CUDA architectures" "$out/configure.log" | tee -a "$summary"
 
 # Keep going past a failing target; a target counts as built when its executable exists.
 declare -A binary=(
@@ -63,14 +51,14 @@ for target in "${targets[@]}"; do rm -f "$build/${binary[$target]}"; done
 cuda_group=(test_cuda test_conformance_cuda bench_restart_cuda)
 torch_group=(test_conformance_torch bench_restart_torch)
 if [[ -f $build/build.ninja ]]; then
-  timeout "$build_timeout" cmake --build "$build" --target "${targets[@]}" -j "$jobs" -- -k 0 \
+  timeout "$build_timeout" "${cmake[@]}" --build "$build" --target "${targets[@]}" -j "$jobs" -- -k 0 \
     >"$out/build.log" 2>&1 || note "build reported errors (log: $out/build.log)"
 else
   half=$(((jobs + 1) / 2))
-  timeout "$build_timeout" cmake --build "$build" --target "${cuda_group[@]}" -j "$half" -- -k \
+  timeout "$build_timeout" "${cmake[@]}" --build "$build" --target "${cuda_group[@]}" -j "$half" -- -k \
     >"$out/build_cuda.log" 2>&1 &
   cuda_pid=$!
-  timeout "$build_timeout" cmake --build "$build" --target "${torch_group[@]}" -j "$half" -- -k \
+  timeout "$build_timeout" "${cmake[@]}" --build "$build" --target "${torch_group[@]}" -j "$half" -- -k \
     >"$out/build_torch.log" 2>&1 &
   torch_pid=$!
   wait $cuda_pid || note "CUDA targets: build reported errors (log: $out/build_cuda.log)"

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# SDXL timings on a GPU machine (H200 expected) with LibTorch 2.x from python3's torch
-# package; no network needed.
+# SDXL timings on a GPU machine (H200 expected) with nvcc 13, a CMake from PyPI and a PyPI
+# torch 2.x; no network needed. The other libraries (ICU for the tokenizer, zlib, libpng,
+# libjpeg, libwebp, toml++, cairo) come from the folder of bench/gpu/prepare_deps.sh (--deps),
+# or the system.
 #
-#   bench/gpu/sdxl_check.sh OUT_DIR [--build-only] [--build-dir DIR]
+#   bench/gpu/sdxl_check.sh OUT_DIR [--build-only] [--build-dir DIR] [--deps DIR] [--deps-only]
 #
-# Builds bench_sdxl (Release, against torch.utils.cmake_prefix_path), then measures with
-# random weights at full SDXL size in bf16: one 1024x1024 UNet forward, one forward +
-# backward with gradient checkpointing and a rank-64 LoRA on the 722 Transformer2D
-# linears, and a 30-step guided sample with decoding: seconds and peak GPU memory, in
-# OUT_DIR/sdxl.json and OUT_DIR/summary.txt. Needs ICU, zlib and libpng headers (the
-# tokenizer and the PNG writer); --build-only stops after the build (no GPU needed).
+# Builds bench_sdxl (Release, against the python's torch; see common.sh for the toolchain and
+# the options), then measures with random weights at full SDXL size in bf16: one 1024x1024
+# UNet forward, one forward + backward with gradient checkpointing and a rank-64 LoRA on the
+# 722 Transformer2D linears, and a 30-step guided sample with decoding: seconds and peak GPU
+# memory, in OUT_DIR/sdxl.json and OUT_DIR/summary.txt. --build-only stops after the build (no
+# GPU needed; see bench/gpu/README.md for the dry run). Environment: ACLORA_PYTHON (python3),
+# CMAKE, ACLORA_GPU_DEPS (--deps), ACLORA_CUDA_ARCH, ACLORA_JOBS (16), ACLORA_BUILD_TIMEOUT
+# (420 s), ACLORA_DEVICE_BUILD_DIR.
 check_name=sdxl_check
 default_build=/tmp/aclora-sdxl-build
 source "$(dirname "$0")/common.sh"
 
-torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-configure=(cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DACLORA_WITH_CUDA=OFF
-  -DACLORA_BUILD_TESTS=OFF -DACLORA_BUILD_DOCS=OFF -DACLORA_INSTALL=OFF)
-[[ -n $torch_prefix ]] && configure+=(-DCMAKE_PREFIX_PATH="$torch_prefix")
+configure=("${cmake[@]}" -S "$root" -B "$build" "${configure_common[@]}" -DACLORA_WITH_CUDA=OFF
+  -DACLORA_BUILD_TESTS=OFF)
 note "configure: ${configure[*]}"
-timeout 180 "${configure[@]}" >"$out/configure.log" 2>&1 ||
+timeout 300 "${configure[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; fail "configure failed (log: $out/configure.log)"; }
-timeout 420 cmake --build "$build" --target bench_sdxl -j "${ACLORA_JOBS:-16}" >"$out/build.log" 2>&1 ||
+timeout "${ACLORA_BUILD_TIMEOUT:-420}" "${cmake[@]}" --build "$build" --target bench_sdxl \
+  -j "${ACLORA_JOBS:-16}" >"$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; fail "build failed (log: $out/build.log)"; }
 note "built bench_sdxl after $(($(date +%s) - start)) s"
 [[ $build_only -eq 1 ]] && exit 0

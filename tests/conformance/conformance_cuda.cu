@@ -1,5 +1,6 @@
-// The conformance suite for the raw CUDA backend (fp32, fp16 and bf16 storage in device
-// memory; row-major, column-major and padded views). Every test skips without a GPU.
+// The conformance suite for the raw CUDA backend (fp64, fp32, fp16 and bf16 storage in device
+// memory; row-major, column-major and padded views) at each precision setting: automatic (as
+// this device resolves it), fp64, fp32 and tf32. Every test skips without a GPU.
 // Built by tests/cuda/CMakeLists.txt when both aclora::cuda and aclora::eigen exist.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,6 +40,8 @@ cu::DType storage(Dtype dtype) {
       return cu::DType::f16;
     case Dtype::bf16:
       return cu::DType::bf16;
+    case Dtype::f64:
+      return cu::DType::f64;
     default:
       return cu::DType::f32;
   }
@@ -48,7 +51,9 @@ std::vector<unsigned char> encode(const std::vector<double>& values, cu::DType d
   std::vector<unsigned char> out(values.size() * cu::dtype_bytes(dtype));
   for (std::size_t i = 0; i < values.size(); ++i) {
     const auto f = static_cast<float>(values[i]);
-    if (dtype == cu::DType::f32)
+    if (dtype == cu::DType::f64)
+      reinterpret_cast<double*>(out.data())[i] = values[i];
+    else if (dtype == cu::DType::f32)
       reinterpret_cast<float*>(out.data())[i] = f;
     else if (dtype == cu::DType::f16)
       reinterpret_cast<__half*>(out.data())[i] = __float2half_rn(f);
@@ -59,6 +64,8 @@ std::vector<unsigned char> encode(const std::vector<double>& values, cu::DType d
 }
 
 double decode(const unsigned char* bytes, cu::DType dtype, std::size_t i) {
+  if (dtype == cu::DType::f64)
+    return reinterpret_cast<const double*>(bytes)[i];
   if (dtype == cu::DType::f32)
     return reinterpret_cast<const float*>(bytes)[i];
   if (dtype == cu::DType::f16)
@@ -78,7 +85,17 @@ struct CudaTraits {
     }
     return {};
   }
-  static std::vector<Dtype> dtypes() { return {Dtype::f32, Dtype::f16, Dtype::bf16}; }
+  static std::vector<Dtype> dtypes() { return {Dtype::f32, Dtype::f64, Dtype::f16, Dtype::bf16}; }
+  static std::vector<Precision> precisions() {
+    return {Precision::automatic, Precision::fp64, Precision::fp32, Precision::tf32};
+  }
+  // What a setting runs at on this device (automatic: fp64 with full-rate float64, else fp32).
+  static Precision resolved(Precision requested) { return cu::device_precision(requested); }
+  static backends::Cuda backend(Precision precision) {
+    backends::Cuda::Options options;
+    options.precision = precision;
+    return backends::Cuda(options);
+  }
   static std::vector<Layout> layouts() {
     return {Layout::row_major, Layout::col_major, Layout::padded};
   }
@@ -140,22 +157,9 @@ struct CudaTraits {
     h.bytes = rows * cols * sizeof(float);
     return h;
   }
-  // fp32 Gram products summed in fp64 (the Gram route squares the condition number, so the
-  // smallest singular values carry about eps * d_1^2 / d_i of error), fp32 projection, one
-  // rounding to the storage type (2^-11 for fp16, 2^-8 for bf16).
-  static double tolerance(Dtype dtype) {
-    switch (dtype) {
-      case Dtype::f16:
-        return 2e-3;
-      case Dtype::bf16:
-        return 1e-2;
-      default:
-        return 1e-4;
-    }
-  }
-  // Same Philox draws as the reference; Box-Muller in float instead of double.
+  // The contract's Philox stream (the float transform for fp32 and tf32, the double one for
+  // fp64).
   static bool same_noise_as_reference() { return true; }
-  static backends::Cuda backend() { return backends::Cuda(); }
 };
 
 using CudaBackends = ::testing::Types<CudaTraits>;

@@ -1,5 +1,5 @@
 // Test helpers for the CUDA backend: GPU detection, planted matrices with a known SVD,
-// and device matrices in any storage type and layout.
+// and device matrices in any storage type (fp64, fp32, fp16, bf16) and layout.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "accuracy.hpp"
 #include "aclora/backends/cuda.cuh"
 #include "planted.hpp"
 
@@ -72,6 +73,7 @@ class DeviceMatrixHolder {
   cu::DeviceMatrix view() const {
     return cu::DeviceMatrix(data_, dtype_, rows_, cols_, row_stride_, col_stride_);
   }
+  cu::DType dtype() const { return dtype_; }
   /// Current values, row-major doubles.
   std::vector<double> read() const {
     const std::vector<double> full = download();
@@ -99,7 +101,9 @@ class DeviceMatrixHolder {
     std::vector<unsigned char> host(bytes_);
     for (std::size_t e = 0; e < full.size(); ++e) {
       const float f = static_cast<float>(full[e]);
-      if (dtype_ == cu::DType::f32)
+      if (dtype_ == cu::DType::f64)
+        reinterpret_cast<double*>(host.data())[e] = full[e];
+      else if (dtype_ == cu::DType::f32)
         reinterpret_cast<float*>(host.data())[e] = f;
       else if (dtype_ == cu::DType::f16)
         reinterpret_cast<__half*>(host.data())[e] = __float2half_rn(f);
@@ -112,7 +116,9 @@ class DeviceMatrixHolder {
     std::vector<unsigned char> host = bytes();
     std::vector<double> full(static_cast<std::size_t>(elements_));
     for (std::size_t e = 0; e < full.size(); ++e) {
-      if (dtype_ == cu::DType::f32)
+      if (dtype_ == cu::DType::f64)
+        full[e] = reinterpret_cast<const double*>(host.data())[e];
+      else if (dtype_ == cu::DType::f32)
         full[e] = reinterpret_cast<const float*>(host.data())[e];
       else if (dtype_ == cu::DType::f16)
         full[e] = __half2float(reinterpret_cast<const __half*>(host.data())[e]);

@@ -1,13 +1,15 @@
 // Host-only test helpers: planted matrices with a known SVD (X = sum_k d_k u_k v_k^T with
-// orthonormal directions), layouts and comparisons. No CUDA header needed.
+// orthonormal directions, from the shared generator bench/common/planted.hpp), layouts and
+// comparisons. No CUDA header needed.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <random>
+#include <utility>
 #include <vector>
 
+#include "../../bench/common/planted.hpp"
 #include "aclora/layer.hpp"
 
 namespace aclora::cuda_test {
@@ -40,46 +42,26 @@ struct Planted {
   }
 };
 
-inline std::vector<std::vector<double>> orthonormal(std::size_t count, std::int64_t dim,
-                                                    std::mt19937_64& gen) {
-  std::normal_distribution<double> normal;
-  std::vector<std::vector<double>> basis;
-  while (basis.size() < count) {
-    std::vector<double> x(static_cast<std::size_t>(dim));
-    for (double& e : x)
-      e = normal(gen);
-    for (int pass = 0; pass < 2; ++pass) {
-      for (const auto& b : basis) {
-        double dot = 0.0;
-        for (std::int64_t i = 0; i < dim; ++i)
-          dot += b[i] * x[i];
-        for (std::int64_t i = 0; i < dim; ++i)
-          x[i] -= dot * b[i];
-      }
-    }
-    double norm = 0.0;
-    for (double e : x)
-      norm += e * e;
-    norm = std::sqrt(norm);
-    for (double& e : x)
-      e /= norm;
-    basis.push_back(std::move(x));
-  }
-  return basis;
-}
-
+/// The planted matrix of the CUDA tests: min(rank, length) components with d_k = scale 0.7^k
+/// and no noise, from the project's one planted-matrix generator (bench/common/planted.hpp).
 inline Planted planted(std::int64_t rank, std::int64_t length, std::uint64_t seed,
                        double scale = 1.0) {
-  std::mt19937_64 gen(seed);
+  const auto rows = static_cast<std::size_t>(rank);
+  const auto cols = static_cast<std::size_t>(length);
+  const std::size_t count = std::min(rows, cols);
+  workload::PlantedMatrix m =
+      workload::planted_matrix(rows, cols, workload::geometric_values(count, scale, 0.7), {}, seed);
   Planted p;
   p.rank = rank;
   p.length = length;
-  const std::size_t count = static_cast<std::size_t>(std::min(rank, length));
-  p.u = orthonormal(count, rank, gen);
-  p.v = orthonormal(count, length, gen);
-  for (std::size_t k = 0; k < count; ++k)
-    p.d.push_back(scale * std::pow(0.7, static_cast<double>(k)));
-  p.x = p.truncated(count);
+  p.d = m.singular_values;
+  for (std::size_t k = 0; k < count; ++k) {
+    p.u.emplace_back(m.left.begin() + static_cast<std::ptrdiff_t>(k * rows),
+                     m.left.begin() + static_cast<std::ptrdiff_t>((k + 1) * rows));
+    p.v.emplace_back(m.right.begin() + static_cast<std::ptrdiff_t>(k * cols),
+                     m.right.begin() + static_cast<std::ptrdiff_t>((k + 1) * cols));
+  }
+  p.x = std::move(m.values);
   return p;
 }
 

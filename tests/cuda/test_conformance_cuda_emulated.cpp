@@ -1,7 +1,7 @@
-// The backend conformance suite (tests/conformance) run against the CUDA backend's plan and
-// kernels executed on the host (emulated_backend.hpp): the full RESTART path through the
-// core driver, compared with the Eigen reference, on machines without a GPU. The real
-// device run is test_conformance_cuda.
+// The backend conformance suite (tests/conformance) run against the CUDA backend's plan,
+// passes and kernels executed on the host (emulated_backend.hpp), once per precision setting
+// (fp64, fp32, tf32): the full RESTART path through the core driver, compared with the Eigen
+// reference, on machines without a GPU. The real device run is test_conformance_cuda.
 #include "emulated_backend.hpp"
 // (the emulation header must precede everything that might include CUDA kernels)
 
@@ -19,9 +19,11 @@ namespace {
 namespace cu = backends::cuda;
 using cuda_test::EmulatedBackend;
 
-// A Backend over host memory that runs the CUDA backend's planning and kernels.
+// A Backend over host memory that runs the CUDA backend's planning, passes and kernels in
+// a resolved precision (fp64, fp32 or tf32).
 class EmulatedCuda {
  public:
+  explicit EmulatedCuda(Precision precision = Precision::fp32) : precision_(precision) {}
   using matrix_type = cu::DeviceMatrix;
   struct Analysis {
     std::shared_ptr<EmulatedBackend> state;
@@ -32,6 +34,14 @@ class EmulatedCuda {
     return {static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
   }
   static std::string check(const matrix_type& m) { return cu::check_view(m); }
+  static std::string check(const Layer<matrix_type>& layer) {
+    return cu::check_layer_view(layer.matrix, layer.axis);
+  }
+  static MemoryRegion memory(const matrix_type& m) {
+    MemoryRegion region = cu::memory_region(m);
+    region.space = 0;  // host memory stands in for the device's
+    return region;
+  }
 
   Analysis analyze(std::span<const Layer<matrix_type>> layers, std::span<LayerSpectrum> spectra) {
     std::vector<cu::PlanInput> inputs;
@@ -41,7 +51,7 @@ class EmulatedCuda {
           {m.data(), m.dtype(),
            cu::rank_major_view(m.rows(), m.cols(), m.row_stride(), m.col_stride(), layer.axis)});
     }
-    auto state = std::make_shared<EmulatedBackend>(inputs, std::size_t{1} << 30);
+    auto state = std::make_shared<EmulatedBackend>(inputs, std::size_t{1} << 30, precision_);
     const std::vector<LayerSpectrum> result = state->analyze();
     std::copy(result.begin(), result.end(), spectra.begin());
     return {state};
@@ -50,8 +60,12 @@ class EmulatedCuda {
              std::span<const LayerPlan> plans) {
     analysis.state->apply(std::vector<LayerPlan>(plans.begin(), plans.end()));
   }
+
+ private:
+  Precision precision_;
 };
 static_assert(Backend<EmulatedCuda>);
+static_assert(DescribesMemory<EmulatedCuda>);
 
 // A matrix in host memory with explicit strides; padding holds a sentinel.
 struct HostHandle {
@@ -63,6 +77,7 @@ struct HostHandle {
 cu::DType storage(Dtype dtype) {
   return dtype == Dtype::f16    ? cu::DType::f16
          : dtype == Dtype::bf16 ? cu::DType::bf16
+         : dtype == Dtype::f64  ? cu::DType::f64
                                 : cu::DType::f32;
 }
 
@@ -71,7 +86,14 @@ struct EmulatedTraits {
   using handle_type = HostHandle;
 
   static std::string skip_reason() { return {}; }
-  static std::vector<Dtype> dtypes() { return {Dtype::f32, Dtype::f16, Dtype::bf16}; }
+  // `automatic` resolves to fp32 as on a GPU without full-rate float64 (GeForce and the like);
+  // on full-rate GPUs it is the fp64 setting, tested here as such.
+  static std::vector<Precision> precisions() {
+    return {Precision::automatic, Precision::fp64, Precision::tf32};
+  }
+  static Precision resolved(Precision requested) { return resolve_precision(requested, false); }
+  static EmulatedCuda backend(Precision requested) { return EmulatedCuda(resolved(requested)); }
+  static std::vector<Dtype> dtypes() { return {Dtype::f32, Dtype::f64, Dtype::f16, Dtype::bf16}; }
   static std::vector<Layout> layouts() {
     return {Layout::row_major, Layout::col_major, Layout::padded};
   }
@@ -108,7 +130,8 @@ struct EmulatedTraits {
       for (std::int64_t j = 0; j < h.cols; ++j) {
         const std::int64_t at = i * h.row_stride + j * h.col_stride;
         const unsigned char* p = h.bytes->data();
-        m.at(i, j) = h.dtype == cu::DType::f32 ? reinterpret_cast<const float*>(p)[at]
+        m.at(i, j) = h.dtype == cu::DType::f64   ? reinterpret_cast<const double*>(p)[at]
+                     : h.dtype == cu::DType::f32 ? reinterpret_cast<const float*>(p)[at]
                      : h.dtype == cu::DType::f16
                          ? __half2float(reinterpret_cast<const __half*>(p)[at])
                          : __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[at]);
@@ -127,11 +150,7 @@ struct EmulatedTraits {
                       1,
                       nullptr};
   }
-  static double tolerance(Dtype dtype) {
-    return dtype == Dtype::f16 ? 2e-3 : dtype == Dtype::bf16 ? 1e-2 : 1e-4;
-  }
   static bool same_noise_as_reference() { return true; }
-  static EmulatedCuda backend() { return {}; }
 };
 
 using EmulatedBackends = ::testing::Types<EmulatedTraits>;

@@ -1,7 +1,9 @@
-// The CUDA backend on a device: spectra, truncation, noise numbering and placement,
-// storage types, layouts, batching, transactional errors and determinism. Every test that
-// needs a GPU skips (GTEST_SKIP) when none is present; view checks that need no GPU run
-// everywhere.
+// The CUDA backend on a device: checks, the precision `automatic` resolves to, spectra and
+// writes of each precision setting within the bounds of accuracy.hpp for every storage type
+// (fp64, fp32, fp16, bf16), layout and rank axis, noise numbering and placement, bit-identical
+// results whatever the workspace limit, exact power-of-two scaling (extreme magnitudes),
+// transactional errors and determinism. Every test that needs a GPU skips (GTEST_SKIP) when
+// none is present; view checks that need no GPU run everywhere.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,6 +19,8 @@ namespace aclora::cuda_test {
 namespace {
 
 using backends::Cuda;
+
+constexpr Precision precisions[] = {Precision::fp64, Precision::fp32, Precision::tf32};
 
 struct Case {
   std::int64_t rank, length;
@@ -36,45 +40,86 @@ std::vector<Case> all_cases(cu::DType dtype) {
   for (RankAxis axis : {RankAxis::rows, RankAxis::cols})
     for (Layout layout : {Layout::row_major, Layout::col_major, Layout::padded, Layout::strided})
       cases.push_back({8, 300, axis, layout, dtype});
-  // Jacobi (R <= 32) and XsyevBatched (R > 32) paths, and q = n < R.
+  // Jacobi (R <= 32) and XsyevBatched (R > 32) paths, every Gram tile and projection class,
+  // several chunks, and q = n < R.
   cases.push_back({40, 700, RankAxis::rows, Layout::row_major, dtype});
   cases.push_back({40, 700, RankAxis::cols, Layout::row_major, dtype});
   cases.push_back({16, 10, RankAxis::rows, Layout::row_major, dtype});
   cases.push_back({130, 260, RankAxis::cols, Layout::row_major, dtype});
+  cases.push_back({300, 1300, RankAxis::rows, Layout::row_major, dtype});
   return cases;
 }
 
 struct Prepared {
+  Case c;
   Planted planted;
   std::unique_ptr<DeviceMatrixHolder> holder;
   Layer<cu::DeviceMatrix> layer;
+
+  // The stored values as an R x n rank-major matrix (row-major doubles).
+  std::vector<double> stored() const {
+    const std::vector<double> m = holder->read();
+    if (c.axis == RankAxis::rows)
+      return m;
+    std::vector<double> x(m.size());
+    for (std::int64_t r = 0; r < c.rank; ++r)
+      for (std::int64_t col = 0; col < c.length; ++col)
+        x[r * c.length + col] = m[col * c.rank + r];
+    return x;
+  }
 };
 
-Prepared prepare(const Case& c, std::uint64_t seed) {
-  Prepared p{planted(c.rank, c.length, seed), nullptr, {}};
+Prepared prepare(const Case& c, std::uint64_t seed, double scale = 1.0) {
+  Prepared p{c, planted(c.rank, c.length, seed), nullptr, {}};
   const std::int64_t rows = c.axis == RankAxis::rows ? c.rank : c.length;
   const std::int64_t cols = c.axis == RankAxis::rows ? c.length : c.rank;
-  p.holder = std::make_unique<DeviceMatrixHolder>(as_matrix(p.planted.x, c.rank, c.length, c.axis),
-                                                  rows, cols, c.dtype, c.layout);
+  std::vector<double> values = as_matrix(p.planted.x, c.rank, c.length, c.axis);
+  for (double& v : values)
+    v *= scale;
+  p.holder = std::make_unique<DeviceMatrixHolder>(values, rows, cols, c.dtype, c.layout);
   p.layer = Layer<cu::DeviceMatrix>{p.holder->view(), c.axis};
   return p;
 }
 
-double dtype_tolerance(cu::DType dtype) {
-  return dtype == cu::DType::f32 ? 2e-5 : 1e-2;
+Cuda backend_with(Precision precision, std::size_t limit = std::size_t{1} << 30) {
+  Cuda::Options options;
+  options.precision = precision;
+  options.workspace_limit = limit;
+  return Cuda(options);
 }
 
-// Views that are null or carry an unknown storage type are rejected without touching CUDA.
-TEST(CudaCheck, NullAndUnknownTypeAreRejectedWithoutGpu) {
+// Views that are null, of an unknown storage type, with non-positive strides, misaligned, or
+// (as a layer) with a rank axis beyond max_rank are refused without touching CUDA; fp64 views
+// are accepted; the memory region describes the view.
+TEST(CudaCheck, ViewsAreCheckedWithoutGpu) {
   float* null_data = nullptr;
-  EXPECT_NE(Cuda::check(cu::DeviceMatrix(null_data, 4, 4, 4, 1)).find("null"), std::string::npos);
-  int dummy = 0;
+  EXPECT_NE(cu::check_view(cu::DeviceMatrix(null_data, 4, 4, 4, 1)).find("null"),
+            std::string::npos);
+  alignas(16) double buffer[64] = {};
   const std::string bad =
-      Cuda::check(cu::DeviceMatrix(&dummy, static_cast<cu::DType>(9), 2, 2, 2, 1));
+      cu::check_view(cu::DeviceMatrix(buffer, static_cast<cu::DType>(9), 2, 2, 2, 1));
   EXPECT_NE(bad.find("unsupported storage type"), std::string::npos) << bad;
   const std::string broadcast =
-      cu::check_view(cu::DeviceMatrix(&dummy, cu::DType::f32, 4, 4, 0, 1));
+      cu::check_view(cu::DeviceMatrix(buffer, cu::DType::f32, 4, 4, 0, 1));
   EXPECT_NE(broadcast.find("strides"), std::string::npos) << broadcast;
+  auto* misaligned = reinterpret_cast<unsigned char*>(buffer) + 2;
+  const std::string alignment =
+      cu::check_view(cu::DeviceMatrix(misaligned, cu::DType::f32, 2, 2, 2, 1));
+  EXPECT_NE(alignment.find("aligned"), std::string::npos) << alignment;
+  EXPECT_EQ(cu::check_view(cu::DeviceMatrix(buffer, 4, 4, 4, 1)), "");  // fp64
+  EXPECT_EQ(cu::check_view(cu::DeviceMatrix(misaligned, cu::DType::f16, 2, 2, 2, 1)), "");
+  const cu::DeviceMatrix wide(buffer, cu::DType::f32, 1025, 8, 1, 1025);
+  EXPECT_EQ(cu::check_layer_view(wide, RankAxis::cols), "");
+  const std::string rank = cu::check_layer_view(wide, RankAxis::rows);
+  EXPECT_NE(rank.find("1025"), std::string::npos) << rank;
+  EXPECT_NE(rank.find("1024"), std::string::npos) << rank;
+  const MemoryRegion region = Cuda::memory(cu::DeviceMatrix(buffer, 3, 5, 7, 1));
+  EXPECT_EQ(region.address, reinterpret_cast<std::uintptr_t>(buffer));
+  EXPECT_EQ(region.element_bytes, 8u);
+  EXPECT_EQ(region.rows, 3u);
+  EXPECT_EQ(region.cols, 5u);
+  EXPECT_EQ(region.row_stride, 7);
+  EXPECT_EQ(region.col_stride, 1);
 }
 
 // Host memory is rejected with a clear reason (needs the runtime to inspect the pointer).
@@ -85,243 +130,276 @@ TEST(CudaCheck, HostMemoryIsRejected) {
   EXPECT_NE(reason.find("host memory"), std::string::npos) << reason;
   DeviceMatrixHolder device({1, 2, 3, 4}, 2, 2, cu::DType::f32, Layout::row_major);
   EXPECT_EQ(Cuda::check(device.view()), "");
+  DeviceMatrixHolder f64({1, 2, 3, 4}, 2, 2, cu::DType::f64, Layout::row_major);
+  EXPECT_EQ(Cuda::check(f64.view()), "");
 }
 
-// Singular values, component sums and the entry sum match the planted decomposition for
-// every layout, both rank axes, both eigen-solver paths and q < R.
-TEST(CudaAnalysis, SpectrumMatchesPlantedDecomposition) {
+// A rank axis beyond max_rank is refused by check() of the layer, and through the driver
+// (which asks check() before any work) as an error naming the module and the layer; nothing
+// is written. (The driver must call B::check(layer) when the backend offers it.)
+TEST(CudaCheck, RankAboveTheLimitIsRefusedBeforeAnyWork) {
   ACLORA_REQUIRE_GPU();
-  for (cu::DType dtype : {cu::DType::f32, cu::DType::f16, cu::DType::bf16}) {
-    const std::vector<Case> cases = all_cases(dtype);
-    std::vector<Prepared> prepared;
-    std::vector<Layer<cu::DeviceMatrix>> layers;
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      prepared.push_back(prepare(cases[i], 100 + i));
-      layers.push_back(prepared.back().layer);
-    }
-    Cuda backend;
-    std::vector<LayerSpectrum> spectra(layers.size());
-    (void)backend.analyze(layers, spectra);
-    const double tol = dtype_tolerance(dtype);
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(name(cases[i]));
-      const Planted& p = prepared[i].planted;
-      const std::size_t q = static_cast<std::size_t>(std::min(p.rank, p.length));
-      ASSERT_TRUE(spectra[i].finite);
-      ASSERT_EQ(spectra[i].singular_values.size(), q);
-      ASSERT_EQ(spectra[i].component_sums.size(), q);
-      // Singular values: relative to d_1 (the Gram route loses the smallest ones).
-      for (std::size_t k = 0; k < q; ++k)
-        EXPECT_NEAR(spectra[i].singular_values[k], p.d[k], tol * 4 * p.d[0]) << "k = " << k;
-      double entry_sum = 0.0;
-      for (double e : p.x)
-        entry_sum += e;
-      const double scale = std::sqrt(static_cast<double>(p.rank * p.length)) * p.d[0];
-      EXPECT_NEAR(spectra[i].entry_sum, entry_sum, tol * scale);
-      // Leading component sums (well separated singular values): d (1^T u)(1^T v).
-      for (std::size_t k = 0; k < std::min<std::size_t>(q, 3); ++k) {
-        double su = 0.0, sv = 0.0;
-        for (double e : p.u[k])
-          su += e;
-        for (double e : p.v[k])
-          sv += e;
-        EXPECT_NEAR(spectra[i].component_sums[k], p.d[k] * su * sv, 20 * tol * scale) << k;
+  Prepared small = prepare({8, 64, RankAxis::rows, Layout::row_major, cu::DType::f32}, 1);
+  Prepared big = prepare({1100, 16, RankAxis::cols, Layout::row_major, cu::DType::f32}, 2);
+  EXPECT_NE(Cuda::check(big.layer).find("1100"), std::string::npos);
+  const auto before = big.holder->bytes();
+  std::vector<Module<cu::DeviceMatrix>> modules{Module<cu::DeviceMatrix>{"small", {small.layer}},
+                                                Module<cu::DeviceMatrix>{"big", {big.layer}}};
+  Restart<Cuda> restart;
+  try {
+    (void)restart.at_threshold(modules, 0.5);
+    FAIL() << "expected aclora::Error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("'big'"), std::string::npos) << what;
+    EXPECT_NE(what.find("layer 0"), std::string::npos) << what;
+  }
+  EXPECT_EQ(big.holder->bytes(), before);
+}
+
+// `automatic` follows the device's compute capability (fp64 with full-rate float64, else
+// fp32); explicit settings stand.
+TEST(CudaPrecision, AutomaticFollowsTheDevice) {
+  ACLORA_REQUIRE_GPU();
+  int device = 0, major = 0, minor = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), cudaSuccess);
+  EXPECT_EQ(Cuda().precision(),
+            full_rate_float64(major, minor) ? Precision::fp64 : Precision::fp32);
+  for (Precision precision : precisions)
+    EXPECT_EQ(backend_with(precision).precision(), precision);
+}
+
+// Singular values within the bound of each precision (accuracy.hpp: Weyl over the Gram
+// rounding) of a float64 reference of the stored values, for every storage type and case;
+// entry sums exact to float64 summation.
+TEST(CudaAnalysis, SpectrumWithinTheBoundOfEachPrecision) {
+  ACLORA_REQUIRE_GPU();
+  for (Precision precision : precisions) {
+    for (cu::DType dtype : {cu::DType::f64, cu::DType::f32, cu::DType::f16, cu::DType::bf16}) {
+      SCOPED_TRACE(std::string(precision_name(precision)) + " " + cu::dtype_name(dtype));
+      const std::vector<Case> cases = all_cases(dtype);
+      std::vector<Prepared> prepared;
+      std::vector<Layer<cu::DeviceMatrix>> layers;
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        prepared.push_back(prepare(cases[i], 100 + i));
+        layers.push_back(prepared.back().layer);
+      }
+      Cuda backend = backend_with(precision);
+      std::vector<LayerSpectrum> spectra(layers.size());
+      (void)backend.analyze(layers, spectra);
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        const Case& c = cases[i];
+        SCOPED_TRACE(name(c));
+        const std::vector<double> x = prepared[i].stored();
+        const ReferenceSpectrum reference = reference_spectrum(x, c.rank, c.length);
+        const std::size_t q = static_cast<std::size_t>(std::min(c.rank, c.length));
+        ASSERT_TRUE(spectra[i].finite);
+        ASSERT_TRUE(spectra[i].failure.empty()) << spectra[i].failure;
+        ASSERT_EQ(spectra[i].singular_values.size(), q);
+        const double gram = gram_relative_bound(precision, cu::gram_chunk_width(c.rank), c.length,
+                                                dtype == cu::DType::f64);
+        for (std::size_t k = 0; k < q; ++k)
+          EXPECT_NEAR(spectra[i].singular_values[k], reference.singular(k),
+                      singular_value_bound(reference, k, gram))
+              << k;
+        double entry_sum = 0.0, magnitude = 0.0;
+        for (double e : x) {
+          entry_sum += e;
+          magnitude += std::abs(e);
+        }
+        EXPECT_NEAR(spectra[i].entry_sum, entry_sum,
+                    2.0 * static_cast<double>(x.size()) * u64 * magnitude);
       }
     }
   }
-}
-
-// The opt-in TF32 Gram products keep singular values within 1e-2 of the largest and the
-// leading directions usable for truncation.
-TEST(CudaAnalysis, Tf32GramStaysClose) {
-  ACLORA_REQUIRE_GPU();
-  const Case c{64, 1280, RankAxis::rows, Layout::row_major, cu::DType::f32};
-  Prepared p = prepare(c, 900);
-  const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
-  Cuda::Options options;
-  options.tf32_gram = true;
-  Cuda backend(options);
-  std::vector<LayerSpectrum> spectra(1);
-  auto analysis = backend.analyze(layers, spectra);
-  for (std::size_t k = 0; k < 64; ++k)
-    EXPECT_NEAR(spectra[0].singular_values[k], p.planted.d[k], 1e-2 * p.planted.d[0]) << k;
-  const std::vector<LayerPlan> plans{LayerPlan{3, 0.0, NoisePolicy::none, {1, 1}}};
-  backend.apply(layers, analysis, plans);
-  EXPECT_LT(relative_error(p.holder->read(), p.planted.truncated(3)), 1e-2);
 }
 
 // Analysis modifies nothing: every storage byte (padding included) is unchanged.
 TEST(CudaAnalysis, AnalysisWritesNothing) {
   ACLORA_REQUIRE_GPU();
-  const Case c{8, 300, RankAxis::cols, Layout::padded, cu::DType::f32};
-  Prepared p = prepare(c, 7);
-  const auto before = p.holder->bytes();
-  Cuda backend;
-  std::vector<LayerSpectrum> spectra(1);
-  const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
-  (void)backend.analyze(layers, spectra);
-  EXPECT_EQ(p.holder->bytes(), before);
+  for (Precision precision : precisions) {
+    Prepared p = prepare({8, 300, RankAxis::cols, Layout::padded, cu::DType::f32}, 7);
+    const auto before = p.holder->bytes();
+    Cuda backend = backend_with(precision);
+    std::vector<LayerSpectrum> spectra(1);
+    const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
+    (void)backend.analyze(layers, spectra);
+    EXPECT_EQ(p.holder->bytes(), before) << precision_name(precision);
+  }
 }
 
-// Policy none writes the rank-K truncation along the rank axis, and only the matrix
-// entries (padding bytes keep their sentinel).
-TEST(CudaApply, TruncationWithoutNoise) {
+// The write of each precision and policy within its bound of the float64 reference
+// P_K V (+ sigma Z), V = X or X - sigma Z (discarded): per column (sin theta +
+// projection_relative_bound) ||v||_2, one rounding to the storage type, the noise add; Z(i, j)
+// is draw i * cols + j of the layer's stream in the arithmetic type (the device's float
+// transform within 2^-20 of the host's). Every storage type, layout and rank class.
+TEST(CudaApply, WriteWithinTheBoundForEveryPolicy) {
   ACLORA_REQUIRE_GPU();
-  for (cu::DType dtype : {cu::DType::f32, cu::DType::bf16}) {
-    const std::vector<Case> cases = all_cases(dtype);
-    std::vector<Prepared> prepared;
-    std::vector<Layer<cu::DeviceMatrix>> layers;
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      prepared.push_back(prepare(cases[i], 200 + i));
-      layers.push_back(prepared.back().layer);
-    }
-    Cuda backend;
-    std::vector<LayerSpectrum> spectra(layers.size());
-    auto analysis = backend.analyze(layers, spectra);
-    std::vector<LayerPlan> plans(layers.size());
-    for (std::size_t i = 0; i < plans.size(); ++i)
-      plans[i] = LayerPlan{3, 0.0, NoisePolicy::none, NoiseKey{1, i}};
-    backend.apply(layers, analysis, plans);
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(name(cases[i]));
-      const Planted& pl = prepared[i].planted;
-      const auto expected = as_matrix(pl.truncated(3), pl.rank, pl.length, cases[i].axis);
-      EXPECT_LT(relative_error(prepared[i].holder->read(), expected), 4 * dtype_tolerance(dtype));
+  for (Precision precision : precisions) {
+    for (NoisePolicy policy : {NoisePolicy::none, NoisePolicy::whole, NoisePolicy::discarded}) {
+      for (cu::DType dtype : {cu::DType::f64, cu::DType::f32, cu::DType::bf16}) {
+        SCOPED_TRACE(std::string(precision_name(precision)) + " " + cu::dtype_name(dtype) +
+                     (policy == NoisePolicy::none    ? " none"
+                      : policy == NoisePolicy::whole ? " whole"
+                                                     : " discarded"));
+        const std::vector<Case> cases = all_cases(dtype);
+        std::vector<Prepared> prepared;
+        std::vector<Layer<cu::DeviceMatrix>> layers;
+        std::vector<std::vector<double>> inputs;
+        for (std::size_t i = 0; i < cases.size(); ++i) {
+          prepared.push_back(prepare(cases[i], 200 + i));
+          layers.push_back(prepared.back().layer);
+          inputs.push_back(prepared.back().stored());
+        }
+        Cuda backend = backend_with(precision);
+        std::vector<LayerSpectrum> spectra(layers.size());
+        auto analysis = backend.analyze(layers, spectra);
+        std::vector<LayerPlan> plans(layers.size());
+        for (std::size_t i = 0; i < plans.size(); ++i)
+          plans[i] = LayerPlan{3, policy == NoisePolicy::none ? 0.0 : 0.05, policy, NoiseKey{1, i}};
+        backend.apply(layers, analysis, plans);
+        for (std::size_t i = 0; i < cases.size(); ++i) {
+          const Case& c = cases[i];
+          SCOPED_TRACE(name(c));
+          const std::vector<double>& x = inputs[i];
+          const std::int64_t cols = c.axis == RankAxis::rows ? c.length : c.rank;
+          std::vector<double> v = x, noise(x.size(), 0.0);
+          for (std::int64_t r = 0; r < c.rank; ++r)
+            for (std::int64_t col = 0; col < c.length; ++col) {
+              if (policy == NoisePolicy::none)
+                continue;
+              const std::int64_t row_in_matrix = c.axis == RankAxis::rows ? r : col;
+              const std::int64_t col_in_matrix = c.axis == RankAxis::rows ? col : r;
+              const auto index = static_cast<std::uint64_t>(row_in_matrix * cols + col_in_matrix);
+              const double z = precision == Precision::fp64
+                                   ? gaussian_at<double>(plans[i].key, index)
+                                   : static_cast<double>(gaussian_at<float>(plans[i].key, index));
+              noise[r * c.length + col] = plans[i].sigma * z;
+              if (policy == NoisePolicy::discarded)
+                v[r * c.length + col] -= noise[r * c.length + col];
+            }
+          const ReferenceSpectrum reference = reference_spectrum(x, c.rank, c.length);
+          const std::size_t kept = std::min<std::size_t>(3, std::min(c.rank, c.length));
+          std::vector<double> y = reference_projection(reference, kept, v, c.rank, c.length);
+          for (std::size_t e = 0; e < y.size(); ++e)
+            y[e] += noise[e];
+          const double gram = gram_relative_bound(precision, cu::gram_chunk_width(c.rank), c.length,
+                                                  dtype == cu::DType::f64);
+          const double relative =
+              subspace_bound(reference, kept, gram) +
+              projection_relative_bound(precision, c.rank, static_cast<std::int64_t>(kept));
+          const std::vector<double> norms = column_norms(v, c.rank, c.length);
+          const std::vector<double> after = prepared[i].stored();
+          const double u_store =
+              storage_roundoff(static_cast<int>(cu::dtype_bytes(dtype)), dtype == cu::DType::bf16);
+          const double u_real = projection_roundoff(precision);
+          double worst = 0.0;
+          for (std::size_t e = 0; e < y.size(); ++e) {
+            const std::size_t col = e % static_cast<std::size_t>(c.length);
+            const double bound = relative * norms[col] + u_store * std::abs(y[e]) +
+                                 (2 * u_real + 0x1p-20) * (std::abs(y[e]) + std::abs(noise[e])) +
+                                 1e-300;
+            worst = std::max(worst, std::abs(after[e] - y[e]) / bound);
+          }
+          EXPECT_LE(worst, 1.0);
+        }
+      }
     }
   }
 }
 
-// Policy whole adds sigma * Z where Z(i, j) is draw i * cols + j of the layer's stream
-// (the core's numbering), whatever the layout and rank axis: keeping all components, the
-// change of every entry is sigma times the host-computed draw.
-TEST(CudaApply, WholeNoiseFollowsCoreNumbering) {
-  ACLORA_REQUIRE_GPU();
-  std::vector<Case> cases;
-  for (RankAxis axis : {RankAxis::rows, RankAxis::cols})
-    for (Layout layout : {Layout::row_major, Layout::col_major, Layout::strided})
-      cases.push_back({8, 99, axis, layout, cu::DType::f32});
+// Every RESTART result as bytes: spectra and all storage bytes after the write.
+std::vector<std::vector<unsigned char>> restart_bytes(Precision precision, std::size_t limit,
+                                                      double scale = 1.0,
+                                                      std::size_t* rounds = nullptr) {
+  std::vector<Case> cases = all_cases(cu::DType::f32);
+  for (const Case& c : all_cases(cu::DType::f64))
+    cases.push_back(c);
+  cases.push_back({8, 300, RankAxis::rows, Layout::row_major, cu::DType::bf16});
   std::vector<Prepared> prepared;
   std::vector<Layer<cu::DeviceMatrix>> layers;
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    prepared.push_back(prepare(cases[i], 300 + i));
+    prepared.push_back(prepare(cases[i], 500 + i, scale));
     layers.push_back(prepared.back().layer);
   }
-  Cuda backend;
-  std::vector<LayerSpectrum> spectra(layers.size());
-  auto analysis = backend.analyze(layers, spectra);
-  std::vector<LayerPlan> plans(layers.size());
-  const double sigma = 0.25;
-  for (std::size_t i = 0; i < plans.size(); ++i)
-    plans[i] = LayerPlan{8, sigma, NoisePolicy::whole, NoiseKey{42, 1000 + i}};
-  backend.apply(layers, analysis, plans);
-  for (std::size_t i = 0; i < cases.size(); ++i) {
-    SCOPED_TRACE(name(cases[i]));
-    const Planted& pl = prepared[i].planted;
-    const auto before = as_matrix(pl.x, pl.rank, pl.length, cases[i].axis);
-    const auto after = prepared[i].holder->read();
-    const std::int64_t cols = cases[i].axis == RankAxis::rows ? pl.length : pl.rank;
-    double worst = 0.0;
-    for (std::size_t e = 0; e < after.size(); ++e) {
-      const std::int64_t row = static_cast<std::int64_t>(e) / cols;
-      const std::int64_t col = static_cast<std::int64_t>(e) % cols;
-      const double z =
-          gaussian_at<float>(plans[i].key, static_cast<std::uint64_t>(row * cols + col));
-      worst = std::max(worst, std::abs((after[e] - before[e]) - sigma * z));
-    }
-    EXPECT_LT(worst, 1e-4);
-  }
-}
-
-// Policy discarded writes P (M - sigma Z) + sigma Z along the rank axis, P = U_K U_K^T.
-TEST(CudaApply, DiscardedNoiseStaysOutsideKeptDirections) {
-  ACLORA_REQUIRE_GPU();
-  for (RankAxis axis : {RankAxis::rows, RankAxis::cols}) {
-    SCOPED_TRACE(axis == RankAxis::rows ? "rows axis" : "cols axis");
-    const Case c{12, 150, axis, Layout::row_major, cu::DType::f32};
-    Prepared p = prepare(c, 400);
-    const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
-    Cuda backend;
-    std::vector<LayerSpectrum> spectra(1);
-    auto analysis = backend.analyze(layers, spectra);
-    const std::size_t kept = 4;
-    const double sigma = 0.1;
-    const std::vector<LayerPlan> plans{LayerPlan{kept, sigma, NoisePolicy::discarded, {5, 6}}};
-    backend.apply(layers, analysis, plans);
-    const Planted& pl = p.planted;
-    const auto projector = pl.projector(kept);
-    // Rank-major reference: Y = P (X - sZ) + sZ with Z(r, c) the draw of matrix entry.
-    std::vector<double> y(pl.x.size());
-    auto draw = [&](std::int64_t r, std::int64_t c) {
-      const std::uint64_t index = axis == RankAxis::rows ? r * pl.length + c : c * pl.rank + r;
-      return sigma * gaussian_at<float>(plans[0].key, index);
-    };
-    for (std::int64_t r = 0; r < pl.rank; ++r)
-      for (std::int64_t c = 0; c < pl.length; ++c) {
-        double sum = 0.0;
-        for (std::int64_t k = 0; k < pl.rank; ++k)
-          sum += projector[r * pl.rank + k] * (pl.x[k * pl.length + c] - draw(k, c));
-        y[r * pl.length + c] = sum + draw(r, c);
-      }
-    EXPECT_LT(relative_error(p.holder->read(), as_matrix(y, pl.rank, pl.length, axis)), 1e-4);
-  }
-}
-
-// A small workspace limit forces several batches; results agree with one batch.
-TEST(CudaApply, BatchingDoesNotChangeResults) {
-  ACLORA_REQUIRE_GPU();
-  const std::vector<Case> cases = all_cases(cu::DType::f32);
-  auto make_layers = [&](std::vector<Prepared>& prepared) {
-    std::vector<Layer<cu::DeviceMatrix>> layers;
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      prepared.push_back(prepare(cases[i], 500 + i));
-      layers.push_back(prepared.back().layer);
-    }
-    return layers;
-  };
-  // The smallest of a few limits that the planner splits into several batches (the
-  // solver's workspace is only known on the device).
-  std::size_t limit = 0;
-  {
-    std::vector<Prepared> prepared;
-    const auto layers = make_layers(prepared);
+  if (rounds != nullptr) {
     cu::Handles handles;
     handles.bind(nullptr);
-    const auto query = [&](std::int32_t rank, std::size_t count) {
-      return cu::solver_workspace(handles, rank, count);
-    };
-    for (std::size_t candidate = 64 * 1024; candidate <= (std::size_t{64} << 20); candidate *= 2) {
-      try {
-        const cu::Plan plan = cu::make_plan(Cuda::plan_inputs(layers), candidate, query);
-        if (plan.analysis_batches.size() > 1 && plan.apply_batches.size() > 1) {
-          limit = candidate;
-          break;
+    *rounds = cu::make_plan(Cuda::plan_inputs(layers), limit, precision,
+                            [&](std::int32_t rank, std::size_t count) {
+                              return cu::solver_workspace(handles, rank, count);
+                            })
+                  .rounds.size();
+  }
+  Cuda backend = backend_with(precision, limit);
+  std::vector<LayerSpectrum> spectra(layers.size());
+  auto analysis = backend.analyze(layers, spectra);
+  std::vector<std::vector<unsigned char>> bytes;
+  for (const LayerSpectrum& s : spectra) {
+    std::vector<double> values = s.singular_values;
+    values.insert(values.end(), s.component_sums.begin(), s.component_sums.end());
+    values.push_back(s.entry_sum);
+    const auto* raw = reinterpret_cast<const unsigned char*>(values.data());
+    bytes.emplace_back(raw, raw + values.size() * sizeof(double));
+  }
+  std::vector<LayerPlan> plans(layers.size());
+  for (std::size_t i = 0; i < plans.size(); ++i)
+    plans[i] = LayerPlan{2, 0.01 * scale, NoisePolicy::whole, NoiseKey{3, i}};
+  backend.apply(layers, analysis, plans);
+  for (auto& p : prepared)
+    bytes.push_back(p.holder->bytes());
+  return bytes;
+}
+
+// Bit-identical results whatever the batching (the contract's promise): the smallest limit
+// (every unit its own round, every layer its own write batch) gives the same spectra and
+// the same storage bytes as one round and one batch, for each precision.
+TEST(CudaApply, BatchingDoesNotChangeResults) {
+  ACLORA_REQUIRE_GPU();
+  for (Precision precision : precisions) {
+    SCOPED_TRACE(precision_name(precision));
+    std::size_t rounds_single = 0, rounds_many = 0;
+    const auto single = restart_bytes(precision, std::size_t{1} << 30, 1.0, &rounds_single);
+    const auto many = restart_bytes(precision, 1, 1.0, &rounds_many);
+    EXPECT_EQ(rounds_single, 1u);
+    EXPECT_GT(rounds_many, 3u);
+    ASSERT_EQ(single.size(), many.size());
+    for (std::size_t i = 0; i < single.size(); ++i)
+      EXPECT_EQ(single[i], many[i]) << i;
+  }
+}
+
+// Scaling the inputs by 2^k scales every result by exactly 2^k: the analysis runs on entries
+// scaled below 1, so fp32 entries near 2^120 or fp64 entries of 2^100 (about 1e30) restart
+// like any other. (Compared through the written values: equal bytes after rescaling.)
+TEST(CudaRestart, PowerOfTwoScalingIsExact) {
+  ACLORA_REQUIRE_GPU();
+  for (Precision precision : {Precision::fp64, Precision::fp32}) {
+    for (int exponent : {100, -100}) {
+      SCOPED_TRACE(std::string(precision_name(precision)) + " 2^" + std::to_string(exponent));
+      const double factor = std::ldexp(1.0, exponent);
+      for (cu::DType dtype : {cu::DType::f32, cu::DType::f64}) {
+        const Case c{40, 700, RankAxis::cols, Layout::row_major, dtype};
+        Prepared plain = prepare(c, 42), big = prepare(c, 42, factor);
+        for (Prepared* p : {&plain, &big}) {
+          Cuda backend = backend_with(precision);
+          const std::vector<Layer<cu::DeviceMatrix>> layers{p->layer};
+          std::vector<LayerSpectrum> spectra(1);
+          auto analysis = backend.analyze(layers, spectra);
+          const double sigma = p == &plain ? 0.01 : 0.01 * factor;
+          const std::vector<LayerPlan> plans{LayerPlan{3, sigma, NoisePolicy::whole, {9, 9}}};
+          backend.apply(layers, analysis, plans);
         }
-      } catch (const Error&) {
-        // one layer does not fit yet: try a larger limit
+        const std::vector<double> a = plain.holder->read(), b = big.holder->read();
+        std::size_t differing = 0;
+        for (std::size_t e = 0; e < a.size(); ++e)
+          differing += b[e] == a[e] * factor ? 0 : 1;
+        EXPECT_EQ(differing, 0u) << cu::dtype_name(dtype);
       }
     }
   }
-  ASSERT_GT(limit, 0u) << "no limit splits the test model";
-  auto run = [&](std::size_t bound) {
-    std::vector<Prepared> prepared;
-    const auto layers = make_layers(prepared);
-    Cuda backend(Cuda::Options{nullptr, bound});
-    std::vector<LayerSpectrum> spectra(layers.size());
-    auto analysis = backend.analyze(layers, spectra);
-    std::vector<LayerPlan> plans(layers.size());
-    for (std::size_t i = 0; i < plans.size(); ++i)
-      plans[i] = LayerPlan{2, 0.01, NoisePolicy::whole, NoiseKey{3, i}};
-    backend.apply(layers, analysis, plans);
-    std::vector<std::vector<double>> values;
-    for (auto& p : prepared)
-      values.push_back(p.holder->read());
-    return values;
-  };
-  const auto single = run(std::size_t{1} << 30);
-  const auto many = run(limit);
-  ASSERT_EQ(single.size(), many.size());
-  for (std::size_t i = 0; i < single.size(); ++i)
-    EXPECT_LT(relative_error(many[i], single[i]), 1e-5) << i;
 }
 
 // The whole driver: same inputs and seed give bit-identical results; a different seed
@@ -350,7 +428,7 @@ TEST(CudaRestart, DeterministicPerSeed) {
 TEST(CudaRestart, NanLeavesEverythingUnchanged) {
   ACLORA_REQUIRE_GPU();
   Prepared a_down = prepare({8, 64, RankAxis::rows, Layout::row_major, cu::DType::f32}, 700);
-  Prepared a_up = prepare({8, 64, RankAxis::cols, Layout::row_major, cu::DType::f32}, 701);
+  Prepared a_up = prepare({8, 64, RankAxis::cols, Layout::row_major, cu::DType::f64}, 701);
   Prepared b_down = prepare({8, 64, RankAxis::rows, Layout::row_major, cu::DType::bf16}, 702);
   Prepared b_up = prepare({8, 64, RankAxis::cols, Layout::row_major, cu::DType::bf16}, 703);
   b_up.holder->set(5, 3, std::nan(""));
@@ -375,15 +453,18 @@ TEST(CudaRestart, NanLeavesEverythingUnchanged) {
     EXPECT_EQ(all[i]->bytes(), before[i]) << i;
 }
 
-// The reported workspace covers the per-layer state and stays within limit + state.
+// The reported workspace covers the per-layer state and stays within limit + state +
+// solver workspace.
 TEST(CudaRestart, WorkspaceBytesAreReported) {
   ACLORA_REQUIRE_GPU();
   Prepared p = prepare({64, 1280, RankAxis::rows, Layout::row_major, cu::DType::f32}, 800);
   const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
-  Cuda backend;
-  const std::size_t bytes = backend.workspace_bytes(layers);
-  EXPECT_GE(bytes, 64u * 64u * sizeof(double));
-  EXPECT_LE(bytes, backend.options().workspace_limit + (std::size_t{1} << 20));
+  for (Precision precision : precisions) {
+    Cuda backend = backend_with(precision, std::size_t{1} << 20);
+    const std::size_t bytes = backend.workspace_bytes(layers);
+    EXPECT_GE(bytes, 64u * 64u * sizeof(double));
+    EXPECT_LE(bytes, std::size_t{64} << 20) << precision_name(precision);
+  }
 }
 
 }  // namespace

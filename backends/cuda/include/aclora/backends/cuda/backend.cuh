@@ -1,6 +1,6 @@
 /// @file backend.cuh
-/// @brief aclora::backends::Cuda, the backend over raw device memory (cuBLAS, cuSOLVER and
-/// own kernels), for `aclora::Restart<aclora::backends::Cuda>`.
+/// @brief aclora::backends::Cuda, the backend over raw device memory (own kernels, cuBLAS
+/// for TF32 products, cuSOLVER), for `aclora::Restart<aclora::backends::Cuda>`.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,22 +13,35 @@
 #include <vector>
 
 #include "aclora/backend.hpp"
-#include "aclora/backends/cuda/analyze.cuh"
-#include "aclora/backends/cuda/apply.cuh"
 #include "aclora/backends/cuda/matrix.cuh"
+#include "aclora/backends/cuda/passes.cuh"
 #include "aclora/backends/cuda/plan.hpp"
+#include "aclora/backends/cuda/stream_device.cuh"
 #include "aclora/backends/cuda/workspace.cuh"
 #include "aclora/error.hpp"
 #include "aclora/layer.hpp"
+#include "aclora/memory.hpp"
+#include "aclora/precision.hpp"
 #include "aclora/spectrum.hpp"
 
 namespace aclora::backends {
 
-/// The CUDA backend: fp32 / fp16 / bf16 matrices in device memory with any positive
-/// strides, processed as one stream-ordered pass per RESTART. Analysis: fp32 Gram products
-/// (cuBLAS, tensor cores for 16-bit storage) summed over column chunks in fp64, batched fp64
-/// eigen-solves, fp64 sums for energies and residual statistics; one synchronisation. Write:
-/// fused projection + Philox noise kernel, one rounding to the storage type.
+/// The CUDA backend: fp64 / fp32 / fp16 / bf16 matrices in device memory with any positive
+/// strides, processed as one stream-ordered pass per RESTART with one synchronisation.
+///
+/// Analysis: per layer, row sums and the largest entry (fp64), then the Gram matrix of the
+/// entries scaled by a power of two (exact; nothing overflows) over fixed column chunks, in
+/// the arithmetic of Options::precision (aclora::Precision): fp64 (own kernel, float64
+/// products and sums), fp32 (own kernel, float32 products within a chunk, chunks summed in
+/// float64) or tf32 (cuBLAS on TF32 tensor cores within a chunk, chunks summed in float64);
+/// `automatic` picks fp64 on GPUs with full-rate float64 and fp32 on the others. Batched
+/// float64 eigen-solves (cuSOLVER). Write: fused projection + Philox noise kernel in the
+/// same arithmetic (fp32: float32 sums over up to 64 rank entries, summed in float64), one
+/// rounding to the storage type.
+///
+/// Results are bit-identical for the same inputs, device and build whatever
+/// Options::workspace_limit: chunks, cuBLAS calls and eigen-solver runs follow from the
+/// layer list alone, and every sum of the own kernels runs in a fixed order.
 ///
 /// The object keeps handles, its plan and its workspace between calls (reused while the layer
 /// list is unchanged); it is movable, not copyable. Work runs on `Options::stream` of the
@@ -47,15 +60,16 @@ class Cuda {
   /// Backend settings.
   struct Options {
     cudaStream_t stream = nullptr;  ///< stream for all work (nullptr: the default stream)
-    /// Bound on the batch scratch in bytes (partial Grams, packed copies, solver workspace,
-    /// kept directions); larger models run in several batches. The per-layer state (an R x R
-    /// fp64 basis and a few R-vectors per layer) and the tables come on top: see
+    /// Bound on the scratch of the Gram rounds (chunk partials) and of the write batches
+    /// (kept directions), in bytes; larger models run in more rounds and batches, with the
+    /// same results. A round holds at least one layer (with tf32, one unit of up to 16 MiB
+    /// of partials of same-shape layers) and a batch one layer, even when that alone needs
+    /// more. The per-layer state (an R x R fp64 basis, a few R-vectors and per-chunk sums per
+    /// layer), the tables and the eigen-solver's workspace come on top: see
     /// workspace_bytes().
     std::size_t workspace_limit = std::size_t{1} << 30;
-    /// Gram products of fp32 layers on TF32 tensor cores (inputs rounded to 10-bit
-    /// mantissas, about 1e-3 relative error in the energies; faster). Off by default: the
-    /// contract asks for fp32 products. 16-bit layers always use tensor cores exactly.
-    bool tf32_gram = false;
+    /// Arithmetic of the Gram and projection stages (see aclora::Precision).
+    Precision precision = Precision::automatic;
   };
 
   Cuda() : state_(std::make_unique<cuda::Workspace>()) {}
@@ -69,6 +83,10 @@ class Cuda {
   /// The settings.
   const Options& options() const { return options_; }
 
+  /// The precision Options::precision means on the current device (never `automatic`).
+  /// @throws Error without a usable device when the setting is `automatic`.
+  Precision precision() const { return cuda::device_precision(options_.precision); }
+
   /// Rows and columns of a view.
   static MatrixShape shape(const matrix_type& matrix) {
     return MatrixShape{static_cast<std::size_t>(matrix.rows()),
@@ -76,8 +94,19 @@ class Cuda {
   }
 
   /// "" when the backend can process the view, else the reason: null pointer, unsupported
-  /// storage type, bad strides, host memory, memory of another device, no CUDA device.
+  /// storage type, non-positive strides, misaligned pointer, host memory, memory of another
+  /// device, no CUDA device.
   static std::string check(const matrix_type& matrix) { return cuda::check_matrix(matrix); }
+
+  /// Where the view's entries lie (aclora::DescribesMemory): the driver refuses views whose
+  /// entries overlap and layers that share memory.
+  static MemoryRegion memory(const matrix_type& matrix) { return cuda::memory_region(matrix); }
+
+  /// check() of the layer's view, and its rank axis must not exceed cuda::max_rank: every
+  /// reason the backend could refuse the layer later. "" when usable.
+  static std::string check(const Layer<matrix_type>& layer) {
+    return cuda::check_layer(layer.matrix, layer.axis);
+  }
 
   /// The planner's description of each layer (rank-major view, storage type, pointer).
   static std::vector<cuda::PlanInput> plan_inputs(std::span<const Layer<matrix_type>> layers) {
@@ -92,43 +121,76 @@ class Cuda {
     return inputs;
   }
 
-  /// Device bytes a RESTART of `layers` uses in all: tables, per-layer state and the batch
-  /// scratch (at most Options::workspace_limit). Plans (and queries cuSOLVER) but allocates
-  /// nothing new. @throws Error without a usable device or when a layer alone exceeds the limit.
+  /// Device bytes a RESTART of `layers` uses in all: tables, per-layer state, the eigen-
+  /// solver's workspace and the round and write scratch (at most Options::workspace_limit,
+  /// beyond it only by one unit or layer). Plans (and queries cuSOLVER) but allocates nothing
+  /// new. @throws Error without a usable device.
   std::size_t workspace_bytes(std::span<const Layer<matrix_type>> layers) {
     state_->handles.bind(options_.stream);
     const cuda::Workspace& w = *state_;
     const cuda::Plan plan = cuda::make_plan(plan_inputs(layers), options_.workspace_limit,
-                                            [&](std::int32_t rank, std::size_t count) {
+                                            precision(), [&](std::int32_t rank, std::size_t count) {
                                               return cuda::solver_workspace(w.handles, rank, count);
                                             });
     return plan.device_bytes();
   }
 
-  /// Analyses every layer (reads only) and fills spectra[i] for layers[i].
+  /// Analyses every layer (reads only) and fills spectra[i] for layers[i]. Sets
+  /// spectrum.finite = false for layers with NaN or Inf entries and spectrum.failure for a
+  /// layer whose eigen-solve did not converge. @throws Error on a CUDA failure.
   analysis_type analyze(std::span<const Layer<matrix_type>> layers,
                         std::span<LayerSpectrum> spectra) {
     if (spectra.size() != layers.size())
       throw Error("CUDA backend: one spectrum per layer expected");
     if (layers.empty())
       return Analysis{state_->generation, 0};
-    state_->prepare(plan_inputs(layers), options_.workspace_limit, options_.stream);
-    cuda::analyze_plan(*state_, options_.stream, spectra, options_.tf32_gram);
-    return Analysis{state_->generation, layers.size()};
+    cuda::Workspace& w = *state_;
+    w.prepare(plan_inputs(layers), options_.workspace_limit, precision(), options_.stream);
+    const cuda::Plan& plan = w.plan;
+    const cuda::DeviceLayout& at = plan.layout;
+    unsigned char* base = w.device.data();
+    if (!w.tables_uploaded) {
+      cuda::check_cuda(cudaMemcpyAsync(base, w.pinned.data(), at.tables_end, cudaMemcpyHostToDevice,
+                                       options_.stream),
+                       "upload of the plan tables");
+      w.tables_uploaded = true;
+    }
+    cuda::StreamDevice device(w.handles, options_.stream, w.solver_host);
+    cuda::run_analysis(device, plan, base);
+    auto* records = reinterpret_cast<double*>(w.pinned.data() + w.pinned_records);
+    cuda::check_cuda(
+        cudaMemcpyAsync(records, base + at.records, plan.record_doubles * sizeof(double),
+                        cudaMemcpyDeviceToHost, options_.stream),
+        "download of the spectra");
+    cuda::check_cuda(cudaStreamSynchronize(options_.stream), "analysis");
+    ++w.generation;
+    cuda::read_spectra(plan, records, spectra);
+    return Analysis{w.generation, layers.size()};
   }
 
   /// Writes every layer (see aclora::Backend); `analysis` must come from the latest analyze
-  /// of this object over the same layers.
+  /// of this object over the same layers. Launches kernels only (no allocation, no check
+  /// that data could fail) and synchronises the stream at the end.
   void apply(std::span<const Layer<matrix_type>> layers, analysis_type& analysis,
              std::span<const LayerPlan> plans) {
     if (layers.empty())
       return;
-    if (analysis.generation != state_->generation || analysis.layer_count != layers.size() ||
-        plans.size() != layers.size() || !state_->planned ||
-        plan_inputs(layers) != state_->inputs) {
+    cuda::Workspace& w = *state_;
+    if (analysis.generation != w.generation || analysis.layer_count != layers.size() ||
+        plans.size() != layers.size() || !w.planned || plan_inputs(layers) != w.inputs) {
       throw Error("CUDA backend: apply needs the latest analysis of the same layers");
     }
-    cuda::apply_plan(*state_, options_.stream, plans);
+    const cuda::Plan& plan = w.plan;
+    unsigned char* base = w.device.data();
+    auto* host_writes = reinterpret_cast<cuda::WriteSlot*>(w.pinned.data() + w.pinned_writes);
+    cuda::stage_writes(plan, plans, host_writes);
+    cuda::check_cuda(cudaMemcpyAsync(base + plan.layout.writes, host_writes,
+                                     plan.slots.size() * sizeof(cuda::WriteSlot),
+                                     cudaMemcpyHostToDevice, options_.stream),
+                     "upload of the write parameters");
+    cuda::StreamDevice device(w.handles, options_.stream, w.solver_host);
+    cuda::run_write(device, plan, base);
+    cuda::check_cuda(cudaStreamSynchronize(options_.stream), "write pass");
   }
 
  private:

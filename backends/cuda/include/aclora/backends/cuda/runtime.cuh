@@ -1,6 +1,7 @@
 /// @file runtime.cuh
 /// @brief CUDA runtime plumbing of the backend: status checks that raise aclora::Error,
-/// owning device and pinned host buffers, and the cuBLAS / cuSOLVER handles.
+/// owning device and pinned host buffers, the cuBLAS / cuSOLVER handles, and the precision
+/// the current device resolves `automatic` to.
 #pragma once
 
 #include <cublas_v2.h>
@@ -12,6 +13,7 @@
 #include <utility>
 
 #include "aclora/error.hpp"
+#include "aclora/precision.hpp"
 
 namespace aclora::backends::cuda {
 
@@ -36,6 +38,21 @@ inline void check_cusolver(cusolverStatus_t status, const char* what) {
     throw Error(std::string("CUDA backend: ") + what + " failed with cusolverStatus_t " +
                 std::to_string(static_cast<int>(status)));
   }
+}
+
+/// The precision a request means on the current device: `automatic` becomes fp64 on GPUs
+/// with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0) and fp32 on the others.
+/// @throws Error without a usable device (only when the request is `automatic`).
+inline Precision device_precision(Precision requested) {
+  if (requested != Precision::automatic)
+    return requested;
+  int device = 0, major = 0, minor = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+             "cudaDeviceGetAttribute (compute capability)");
+  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+             "cudaDeviceGetAttribute (compute capability)");
+  return resolve_precision(requested, full_rate_float64(major, minor));
 }
 
 /// Device memory: cudaMalloc / cudaFree.
