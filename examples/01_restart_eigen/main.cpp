@@ -20,19 +20,22 @@
 // The program prints, per family, the planted rank, the K chosen (min and max over the
 // family), the kept energy, the noise sigma and the window of p that would keep exactly
 // the planted rank; it exits with status 1 when any module's K differs from its planted
-// rank, 2 on bad arguments.
+// rank (or the RESTART fails), 2 on bad arguments.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iostream>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "aclora/backends/eigen.hpp"
+#include "aclora_cli.hpp"
 #include "planted_lora.hpp"
 #include "sdxl_shapes.hpp"
 
@@ -68,81 +71,45 @@ std::size_t planted_rank(const LinearFamily& family) {
   return ranks.at(family.group);
 }
 
-const char* kUsage =
-    "usage: 01_restart_eigen [--rank R] [--attention-only] [--loss L] [--epoch e]\n"
-    "                        [--epochs N] [--interval E] [--seed S] [--threads T]\n"
-    "  --rank R          allocated LoRA rank, 24..96 (default 32)\n"
-    "  --attention-only  only the 560 attention linears (default: all 722 linears)\n"
-    "  --loss L          mean training loss since the last restart, > 0 (default 0.428)\n"
-    "  --epoch e         0-based epoch after which the restart runs (default 90)\n"
-    "  --epochs N        total epochs of the schedule (default 100)\n"
-    "  --interval E      restart interval, used for the 'due' note (default 10)\n"
-    "  --seed S          seed of the synthetic factors and of the noise (default 1)\n"
-    "  --threads T       worker threads, 0 = all cores (default 2)\n";
-
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "01_restart_eigen: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
-// Parses the whole of `text` as a number of type T, or exits with a usage error.
-template <class T>
-T parse_number(std::string_view flag, const char* text) {
-  char* end = nullptr;
-  errno = 0;
-  T value{};
-  if constexpr (std::is_floating_point_v<T>) {
-    value = std::strtod(text, &end);
-  } else {
-    if (text[0] == '-')
-      usage_error(std::string(flag) + " expects a non-negative integer, got '" + text + "'");
-    value = static_cast<T>(std::strtoull(text, &end, 10));
-  }
-  if (end == text || *end != '\0' || errno == ERANGE)
-    usage_error(std::string(flag) + " expects a number, got '" + text + "'");
-  return value;
-}
-
+// The command line; bad arguments exit with status 2 after one line on stderr.
 Settings parse(int argc, char** argv) {
+  namespace cli = aclora::cli;
   Settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("%s", kUsage);
-      std::exit(0);
-    }
-    if (flag == "--attention-only") {
-      s.attention_only = true;
-      continue;
-    }
-    if (i + 1 >= argc)
-      usage_error("unknown flag or missing value: '" + std::string(flag) + "'");
-    const char* value = argv[++i];
-    if (flag == "--rank")
-      s.rank = parse_number<std::size_t>(flag, value);
-    else if (flag == "--loss")
-      s.loss = parse_number<double>(flag, value);
-    else if (flag == "--epoch")
-      s.epoch = static_cast<int>(parse_number<unsigned>(flag, value));
-    else if (flag == "--epochs")
-      s.epochs = static_cast<int>(parse_number<unsigned>(flag, value));
-    else if (flag == "--interval")
-      s.interval = static_cast<int>(parse_number<unsigned>(flag, value));
-    else if (flag == "--seed")
-      s.seed = parse_number<std::uint64_t>(flag, value);
-    else if (flag == "--threads")
-      s.threads = parse_number<unsigned>(flag, value);
-    else
-      usage_error("unknown flag '" + std::string(flag) + "'");
-  }
-  if (s.rank < 24 || s.rank > 96)
-    usage_error(
-        "--rank must lie in 24..96: planted ranks up to 12 need room for noise below "
-        "them, and above 96 the largest noise component is too small for p");
-  if (s.epochs < 1 || s.epoch >= s.epochs)
-    usage_error("--epoch must lie in [0, --epochs)");
-  if (s.interval < 1)
-    usage_error("--interval must be >= 1");
+  CLI::App app;
+  cli::configure(app, "01_restart_eigen");
+  app.description(
+      "One AC-LoRA RESTART of a synthetic SDXL UNet LoRA with planted ranks, on the CPU with the "
+      "Eigen backend. Exit status: 0 every module kept its planted rank, 1 one did not (or the "
+      "RESTART failed), 2 bad command line.");
+  cli::add_whole(app, "--rank", s.rank, "allocated LoRA rank, 24..96 (default 32)", 24, 96, "R");
+  app.add_flag("--attention-only", s.attention_only,
+               "only the 560 attention linears (default: all 722 linears)");
+  cli::add_real(app, "--loss", s.loss,
+                "mean training loss since the last restart, > 0 (default 0.428)", false, "L");
+  cli::add_whole(app, "--epoch", s.epoch, "0-based epoch after which the restart runs (default 90)",
+                 0, std::numeric_limits<int>::max(), "e");
+  cli::add_whole(app, "--epochs", s.epochs, "total epochs of the schedule (default 100)", 1,
+                 std::numeric_limits<int>::max(), "N");
+  cli::add_whole(app, "--interval", s.interval, "restart interval, for the 'due' note (default 10)",
+                 1, std::numeric_limits<int>::max(), "E");
+  cli::add_whole(app, "--seed", s.seed,
+                 "seed of the synthetic factors and of the noise, 0 to 2^64-1 (default 1)", 0,
+                 std::numeric_limits<std::uint64_t>::max(), "S");
+  cli::add_whole(app, "--threads", s.threads, "worker threads, 0 = all cores (default 2)", 0,
+                 std::numeric_limits<unsigned>::max(), "T");
+  app.footer(
+      "--rank: planted ranks up to 12 need room for noise below them, and above 96 the largest "
+      "noise component is too small for p.");
+  if (const auto status =
+          cli::parse(app, std::vector<std::string>(argv + 1, argv + argc), std::cout, std::cerr))
+    std::exit(*status);
+  const auto refuse = [](const std::string& message) {
+    std::exit(cli::report_usage_error(std::cerr, "01_restart_eigen", message));
+  };
+  if (!(s.loss > 0.0))
+    refuse("--loss must be > 0");
+  if (s.epoch >= s.epochs)
+    refuse("--epoch must lie in [0, --epochs)");
   return s;
 }
 
@@ -204,8 +171,8 @@ int main(int argc, char** argv) {
   try {
     report = driver(modules, schedule, settings.epoch, settings.loss);
   } catch (const aclora::Error& error) {
-    std::fprintf(stderr, "01_restart_eigen: RESTART failed: %s\n", error.what());
-    return 2;
+    return aclora::cli::report_failure(std::cerr, "01_restart_eigen",
+                                       std::string("RESTART failed: ") + error.what());
   }
   const double restart_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - restart_start).count();

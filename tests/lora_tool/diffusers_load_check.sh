@@ -30,6 +30,11 @@ done
 "$tool" convert "$fixtures/kohya.safetensors" -o "$work/files/convert_kohya_to_kohya_uniform_alpha.safetensors" \
   --to kohya --uniform-alpha
 "$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_rank3_diffusers.safetensors" --rank 3 --to diffusers
+# F16 output: factors rounded once, alphas stored as F16 like every other tensor.
+"$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_energy1_kohya_f16.safetensors" \
+  --energy 1 --dtype f16
+"$tool" resize "$fixtures/kohya.safetensors" -o "$work/files/resize_rank3_diffusers_f16.safetensors" \
+  --rank 3 --to diffusers --dtype f16
 "$tool" restart "$fixtures/kohya.safetensors" -o "$work/files/restart_kohya.safetensors" \
   --loss 0.1 --epoch 4 --epochs 10 --seed 1
 

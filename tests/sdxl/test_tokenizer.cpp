@@ -384,3 +384,92 @@ TEST(ClipTokenizer, TinyFolderTokenizersMatchReference) {
     EXPECT_EQ(tok2.tokenize(prompts[i].as_string()), json_ids(rows2[i])) << i;
   }
 }
+
+namespace {
+
+// What transformers 5 writes into a tokenizer folder: tokenizer.json (merges as [a, b]
+// pairs) and tokenizer_config.json, no vocab.json / merges.txt. Copies the tiny folder's two
+// files (written by the fixture venv's transformers 5.24) into `dir`.
+void copy_transformers5_folder(const fs::path& source, const fs::path& dir) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(source / name, dir / name);
+}
+
+}  // namespace
+
+// A folder with only tokenizer.json (transformers 5) loads, and both SDXL tokenizers give
+// the ids of the vocab.json + merges.txt folders for the tiny prompts and all 203 reference
+// captions, with their own pad tokens.
+TEST(ClipTokenizer, TokenizerJsonFolderMatchesVocabFiles) {
+  const fs::path root = fs::path(ACLORA_FIXTURES_DIR) / "sdxl" / "tiny-sdxl";
+  const auto tokens = read_json(fs::path(ACLORA_FIXTURES_DIR) / "sdxl" / "tokens.json");
+  for (const char* name : {"tokenizer", "tokenizer_2"}) {
+    SCOPED_TRACE(name);
+    TempDir dir;
+    copy_transformers5_folder(root / name, dir.path());
+    ASSERT_FALSE(fs::exists(dir.path() / "vocab.json"));
+    const auto from_json = sdxl::ClipTokenizer::from_folder(dir.path());
+    const auto from_vocab = sdxl::ClipTokenizer::from_folder(root / name);
+    EXPECT_EQ(from_json.vocab_size(), from_vocab.vocab_size());
+    EXPECT_EQ(from_json.pad_id(), from_vocab.pad_id());
+    EXPECT_EQ(from_json.start_id(), 998);
+    EXPECT_EQ(from_json.end_id(), 999);
+    for (const auto& prompt : tokens.find("tiny_vocab")->find("prompts")->as_array())
+      EXPECT_EQ(from_json.tokenize(prompt.as_string()), from_vocab.tokenize(prompt.as_string()));
+    for (const auto& caption : tokens.find("captions")->as_array()) {
+      const std::string& text = caption.find("text")->as_string();
+      EXPECT_EQ(from_json.tokenize(text), from_vocab.tokenize(text)) << text;
+    }
+  }
+}
+
+// tokenizer.json as tokenizers versions before 0.20 write it (merges as "a b" strings),
+// built here from the hand-made vocabulary, tokenizes like vocab.json + merges.txt; the
+// special tokens may sit in added_tokens only.
+TEST(ClipTokenizer, TokenizerJsonWithStringMerges) {
+  TempDir dir;
+  dir.write("tokenizer.json",
+            R"({"added_tokens": [{"id": 10, "content": "<|startoftext|>"},)"
+            R"( {"id": 11, "content": "<|endoftext|>"}],)"
+            R"( "model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {"!": 0, "a": 1,)"
+            R"( "b": 2, "c": 3, "a</w>": 4, "b</w>": 5, "c</w>": 6, "ab": 7, "abc</w>": 8,)"
+            R"( "bc</w>": 9}, "merges": ["a b", "ab c</w>", "b c</w>"]}})");
+  const auto tok = sdxl::ClipTokenizer::from_tokenizer_json(dir.path() / "tokenizer.json");
+  TempDir files;
+  const auto reference = sdxl::ClipTokenizer::from_vocab_files(
+      files.write("vocab.json", tiny_vocab_json()), files.write("merges.txt", tiny_merges()));
+  for (const char* text : {"abc", "bc", "abcabc ab a", "cab"})
+    EXPECT_EQ(tok.tokenize(text), reference.tokenize(text)) << text;
+  EXPECT_EQ(tok.tokenize("abc")[1], 8);
+}
+
+// A folder with neither layout, and malformed tokenizer.json files, fail with a message
+// naming the problem and the file.
+TEST(ClipTokenizer, BadTokenizerJsonGivesClearErrors) {
+  TempDir dir;
+  EXPECT_NE(expect_tokenizer_error([&] {
+              sdxl::ClipTokenizer::from_folder(dir.path());
+            }).find("neither vocab.json + merges.txt nor tokenizer.json"),
+            std::string::npos);
+  const auto error_for = [&](const std::string& content) {
+    const fs::path file = dir.write("tokenizer.json", content);
+    const std::string message =
+        expect_tokenizer_error([&] { sdxl::ClipTokenizer::from_tokenizer_json(file); });
+    EXPECT_NE(message.find(file.string()), std::string::npos) << message;
+    return message;
+  };
+  EXPECT_NE(error_for("{not json").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(error_for(R"({"version": "1.0"})").find("no \"model\""), std::string::npos);
+  EXPECT_NE(error_for(R"({"model": {"type": "WordPiece", "vocab": {}}})").find("not BPE"),
+            std::string::npos);
+  EXPECT_NE(error_for(R"({"model": {"type": "BPE", "end_of_word_suffix": "##", "vocab": {},)"
+                      R"( "merges": []}})")
+                .find("end_of_word_suffix"),
+            std::string::npos);
+  EXPECT_NE(error_for(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a"]}})")
+                .find("merge 1"),
+            std::string::npos);
+  EXPECT_NE(error_for(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})")
+                .find("<|startoftext|>"),
+            std::string::npos);
+}

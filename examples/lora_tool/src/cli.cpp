@@ -1,136 +1,174 @@
-// aclora-lora argument parsing and error reporting.
-#include <charconv>
-#include <cmath>
-#include <system_error>
+// aclora-lora's command line (CLI11 through aclora_cli.hpp) and error reporting.
+#include <sstream>
 
 #include "aclora/error.hpp"
+#include "aclora_cli.hpp"
 #include "commands.hpp"
 #include "lora_tool/tool.hpp"
 
 namespace aclora::lora_tool {
 
-std::string usage() {
-  return "usage: aclora-lora COMMAND FILE [options]\n"
-         "  inspect FILE [--json]\n"
-         "      format, base model, modules, rank and alpha per module, ranks holding\n"
-         "      90 / 99 / 99.9% of each dW's energy, parameters and bytes\n"
-         "  resize FILE -o OUT (--rank N | --energy P | --loss L --epoch E --epochs N)\n"
-         "         [--to kohya|diffusers|peft] [--dtype f32|f16|bf16|keep]\n"
-         "      new rank per module from the exact SVD of dW = up @ down; scale kept\n"
-         "  restart FILE -o OUT --loss L --epoch E --epochs N [--seed S] [--to FORMAT]\n"
-         "      one AC-LoRA RESTART of the factors (truncation + noise), as in training\n"
-         "  convert FILE -o OUT --to kohya|diffusers|peft\n"
-         "common: --threads T (0 = all cores); --uniform-alpha | --per-module-alpha (kohya\n"
-         "output: one alpha for all modules with the scale differences folded into lora_up,\n"
-         "since diffusers 0.42 mis-scales kohya files whose alpha varies per module; default\n"
-         "uniform, except kohya -> kohya conversion, which keeps the bytes).\n"
-         "FILE may be a PEFT adapter folder; PEFT output\n"
-         "is a folder with one adapter per component (unet/, text_encoder/, text_encoder_2/).\n";
-}
-
 namespace {
 
-template <class T>
-T parse_number(const std::string& flag, const std::string& text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end)
-    throw UsageError(flag + ": '" + text + "' is not a valid number");
-  return value;
+constexpr const char* kProgram = "aclora-lora";
+
+constexpr const char* kEnergyNote =
+    "--energy P keeps, per module, the fewest leading singular components of dW = up @ down "
+    "whose squared singular values hold at least P of the sum (P of ||dW||_F^2). That is "
+    "sd-scripts' resize_lora.py --dynamic_method sv_fro --dynamic_param sqrt(P) (its sv_fro "
+    "is a share of the Frobenius norm, not of its square): sv_fro 0.99 is --energy 0.9801. "
+    "Give sd-scripts a --new_rank at least the file's rank, its default of 4 caps the result.";
+
+constexpr const char* kAlphaNote =
+    "kohya output gets one alpha for all modules, the scale differences folded into lora_up "
+    "(diffusers 0.42 mis-scales kohya files whose alpha varies per module), except in kohya -> "
+    "kohya conversion, which keeps the bytes; --uniform-alpha / --per-module-alpha choose.";
+
+// Options every command that writes a file takes.
+void add_output_options(CLI::App& command, Options& options, bool to_required) {
+  command.add_option("-o,--output", options.output, "file (or PEFT folder) to write")
+      ->type_name("OUT")
+      ->required();
+  CLI::Option* to = command.add_option(
+      "--to", options.to, to_required ? "output format" : "output format (default: the input's)");
+  to->type_name("FORMAT")->check(CLI::IsMember({"kohya", "diffusers", "peft"}));
+  if (to_required)
+    to->required();
+  CLI::Option* uniform = command.add_flag_callback(
+      "--uniform-alpha", [&options] { options.uniform_alpha = true; },
+      "kohya output: one alpha, scale folded into lora_up");
+  CLI::Option* per_module = command.add_flag_callback(
+      "--per-module-alpha", [&options] { options.uniform_alpha = false; },
+      "kohya output: keep each module's alpha");
+  uniform->excludes(per_module);
 }
 
-double parse_real(const std::string& flag, const std::string& text) {
-  std::string body = text;
-  bool percent = false;
-  if (!body.empty() && body.back() == '%') {
-    percent = true;
-    body.pop_back();
-  }
-  std::size_t used = 0;
-  double value = 0.0;
-  try {
-    value = std::stod(body, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != body.size() || !std::isfinite(value))
-    throw UsageError(flag + ": '" + text + "' is not a valid number");
-  return percent ? value / 100.0 : value;
+void add_input(CLI::App& command, Options& options) {
+  command
+      .add_option("FILE", options.input,
+                  "LoRA file: kohya, diffusers, PEFT (file or adapter folder), LyCORIS")
+      ->type_name("")
+      ->required();
 }
 
-Options parse(const std::vector<std::string>& args) {
-  if (args.empty())
-    throw UsageError("no command given");
-  Options options;
-  options.command = args[0];
-  if (options.command != "inspect" && options.command != "resize" && options.command != "restart" &&
-      options.command != "convert")
-    throw UsageError("unknown command '" + options.command + "'");
-  bool have_input = false;
-  for (std::size_t i = 1; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    const auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size())
-        throw UsageError(arg + " needs a value");
-      return args[++i];
-    };
-    if (arg == "-o" || arg == "--output")
-      options.output = value();
-    else if (arg == "--uniform-alpha")
-      options.uniform_alpha = true;
-    else if (arg == "--per-module-alpha")
-      options.uniform_alpha = false;
-    else if (arg == "--json")
-      options.json = true;
-    else if (arg == "--rank")
-      options.rank = parse_number<std::size_t>(arg, value());
-    else if (arg == "--energy")
-      options.energy = parse_real(arg, value());
-    else if (arg == "--loss")
-      options.loss = parse_real(arg, value());
-    else if (arg == "--epoch")
-      options.epoch = parse_number<int>(arg, value());
-    else if (arg == "--epochs")
-      options.epochs = parse_number<int>(arg, value());
-    else if (arg == "--seed")
-      options.seed = parse_number<std::uint64_t>(arg, value());
-    else if (arg == "--to")
-      options.to = value();
-    else if (arg == "--dtype")
-      options.dtype = value();
-    else if (arg == "--threads")
-      options.threads = parse_number<unsigned>(arg, value());
-    else if (!arg.empty() && arg[0] == '-')
-      throw UsageError("unknown option '" + arg + "'");
-    else if (!have_input) {
-      options.input = arg;
-      have_input = true;
-    } else
-      throw UsageError("unexpected argument '" + arg + "'");
-  }
-  if (!have_input)
-    throw UsageError(options.command + " needs a FILE");
-  return options;
+void add_threads(CLI::App& command, Options& options) {
+  cli::add_whole(command, "--threads", options.threads, "worker threads (default 0: all cores)", 0,
+                 std::numeric_limits<unsigned>::max(), "T");
 }
 
-// Keeps error messages on one line.
-std::string one_line(std::string text) {
-  for (char& c : text)
-    if (c == '\n' || c == '\r')
-      c = ' ';
-  return text;
+// The AC-LoRA schedule options (--loss, --epoch, --epochs); required for restart.
+void add_schedule(CLI::App& command, Options& options, bool required) {
+  CLI::Option* loss = cli::add_real(command, "--loss", options.loss,
+                                    "mean training loss since the last restart, > 0", false, "L");
+  CLI::Option* epoch =
+      cli::add_whole(command, "--epoch", options.epoch, "0-based epoch of the restart, < --epochs",
+                     0, std::numeric_limits<int>::max(), "E");
+  CLI::Option* epochs =
+      cli::add_whole(command, "--epochs", options.epochs, "total epochs of the schedule", 1,
+                     std::numeric_limits<int>::max(), "N");
+  if (required) {
+    loss->required();
+    epoch->required();
+    epochs->required();
+  } else {
+    loss->needs(epoch)->needs(epochs);
+    epoch->needs(loss);
+    epochs->needs(loss);
+  }
+}
+
+// Builds the parser; the options land in `options`, the command in options.command.
+void build(CLI::App& app, Options& options) {
+  cli::configure(app, kProgram);
+  app.description(
+      "Inspect, resize, restart and convert LoRA files (kohya / sd-scripts, diffusers, PEFT; "
+      "LyCORIS read only). Exit status: 0 done, 1 bad input or failed write (one line "
+      "'aclora-lora: error: ...', no output file left, the input untouched), 2 bad command "
+      "line.");
+
+  CLI::App* inspect = app.add_subcommand(
+      "inspect",
+      "format, base model, modules, rank and alpha per module, ranks holding 90 / 99 / 99.9% "
+      "of each dW's energy, parameters and bytes");
+  add_input(*inspect, options);
+  inspect->add_flag("--json", options.json, "print JSON instead of a table");
+  add_threads(*inspect, options);
+
+  CLI::App* resize = app.add_subcommand(
+      "resize",
+      "new rank per module from the exact SVD of dW = up @ down (computed from the factors), "
+      "the scale kept; exactly one rule: --rank N, --energy P, or --loss L --epoch E --epochs N");
+  add_input(*resize, options);
+  add_output_options(*resize, options, false);
+  CLI::Option* rank =
+      cli::add_whole(*resize, "--rank", options.rank, "at most N components per module", 1);
+  CLI::Option* energy = cli::add_real(
+      *resize, "--energy", options.energy,
+      "keep P of each dW's energy, P in (0, 1] or a percentage (99%): sv_fro sqrt(P)", true, "P");
+  add_schedule(*resize, options, false);
+  rank->excludes(energy)->excludes("--loss");
+  energy->excludes("--loss");
+  resize
+      ->add_option("--dtype", options.dtype,
+                   "dtype of the refactored factors (default f32; keep: the input's)")
+      ->type_name("T")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "keep"}));
+  add_threads(*resize, options);
+
+  CLI::App* restart = app.add_subcommand(
+      "restart",
+      "one AC-LoRA RESTART of the factors (truncation to the kept rank + noise), as in training; "
+      "p = 1 - L^(1 + E / (N - 1))");
+  add_input(*restart, options);
+  add_output_options(*restart, options, false);
+  add_schedule(*restart, options, true);
+  cli::add_whole(*restart, "--seed", options.seed, "noise seed, 0 to 2^64-1 (default 0)", 0,
+                 std::numeric_limits<std::uint64_t>::max(), "S");
+  add_threads(*restart, options);
+
+  CLI::App* convert =
+      app.add_subcommand("convert", "the same modules in another layout (kohya, diffusers, PEFT)");
+  add_input(*convert, options);
+  add_output_options(*convert, options, true);
+
+  constexpr const char* kPeftNote =
+      "FILE may be a PEFT adapter folder; PEFT output is a folder with one adapter per component "
+      "(unet/, text_encoder/, text_encoder_2/).";
+  inspect->footer(kPeftNote);
+  resize->footer(std::string(kEnergyNote) + "\n" + kAlphaNote + "\n" + kPeftNote);
+  restart->footer(std::string(kAlphaNote) + "\n" + kPeftNote);
+  convert->footer(std::string(kAlphaNote) + "\n" + kPeftNote);
+  // Set last: subcommands copy the footer their parent has when they are added.
+  app.footer("Run 'aclora-lora COMMAND --help' for a command's options.");
 }
 
 }  // namespace
 
+std::string usage() {
+  CLI::App app;
+  Options options;
+  build(app, options);
+  return app.help();
+}
+
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  if (!args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "help")) {
-    out << usage();
-    return 0;
+  CLI::App app;
+  Options options;
+  build(app, options);
+  // "aclora-lora help [COMMAND]" as a synonym of --help.
+  if (!args.empty() && args[0] == "help") {
+    std::vector<std::string> help_args(args.begin() + 1, args.end());
+    help_args.push_back("--help");
+    return cli::parse(app, help_args, out, err).value_or(cli::kExitSuccess);
   }
+  if (const auto status = cli::parse(app, args, out, err))
+    return *status;
+  const CLI::App* command = cli::selected_subcommand(app);
+  if (command == nullptr)
+    return cli::report_usage_error(err, kProgram, "no command given");
+  options.command = command->get_name();
+  const std::string context = cli::command_name(app);
   try {
-    const Options options = parse(args);
     if (options.command == "inspect")
       return inspect(options, out, err);
     if (options.command == "resize")
@@ -139,16 +177,10 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       return restart(options, out, err);
     return convert(options, out, err);
   } catch (const UsageError& error) {
-    err << "aclora-lora: usage error: " << one_line(error.what()) << "\n" << usage();
-    return 2;
-  } catch (const lora::Error& error) {
-    err << "aclora-lora: error: " << one_line(error.what()) << "\n";
-  } catch (const aclora::Error& error) {
-    err << "aclora-lora: error: " << one_line(error.what()) << "\n";
+    return cli::report_usage_error(err, context, error.what());
   } catch (const std::exception& error) {
-    err << "aclora-lora: error: " << one_line(error.what()) << "\n";
+    return cli::report_failure(err, kProgram, error.what());
   }
-  return 1;
 }
 
 }  // namespace aclora::lora_tool

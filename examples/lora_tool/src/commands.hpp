@@ -4,21 +4,22 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "aclora/adapters/lora.hpp"
 #include "aclora/product.hpp"
+#include "aclora_cli.hpp"
 
 namespace aclora::lora_tool {
 
 /// Bad command-line use (exit status 2).
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using UsageError = cli::UsageError;
 
 /// Options of all commands (each command reads the ones it needs).
 struct Options {
@@ -80,9 +81,22 @@ lora::LoraFile open_input(const Options& options);
 /// Throws lora::Error when the output cannot be created (missing folder, not writable,
 /// same as the input) before any work is done.
 void check_output(const Options& options);
-/// Writes modules in the given format ("kohya", "diffusers", "peft").
+/// Metadata entries the output records (aclora_*), besides the format's own.
+using Metadata = std::map<std::string, std::string>;
+
+/// Writes modules in the given format ("kohya", "diffusers", "peft"), each factor stored as
+/// `dtypes[i]` says and rounded to it once (scale folding included, see lora::encode_module);
+/// alphas of kohya files in their module's up dtype. `metadata` is added to the file's.
 void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> modules,
-                  const std::string& format, const Options& options);
+                  std::span<const lora::FactorDtypes> dtypes, const std::string& format,
+                  const Options& options, const Metadata& metadata = {});
+
+/// A JSON object of module name -> value, as metadata text.
+std::string module_json(const std::vector<lora::OutputModule>& modules,
+                        const std::function<std::size_t(std::size_t)>& value);
+
+/// The shortest text that reads back as `value` ("0.99", "3").
+std::string number_text(double value);
 /// The output format: --to, or the input's (kohya for LyCORIS).
 std::string output_format(const Options& options, const lora::LoraFile& file);
 /// Throws when the file holds LyCORIS modules (they cannot be refactored or converted).

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <map>
 #include <mutex>
 
+#include "aclora/adapters/json/dump.hpp"
 #include "aclora/backends/eigen/parallel.hpp"
 #include "aclora/backends/eigen/product.hpp"
 #include "commands.hpp"
@@ -189,23 +191,54 @@ std::string output_format(const Options& options, const lora::LoraFile& file) {
 }
 
 void write_output(const lora::LoraFile& source, std::vector<lora::OutputModule> modules,
-                  const std::string& format, const Options& options) {
+                  std::span<const lora::FactorDtypes> dtypes, const std::string& format,
+                  const Options& options, const Metadata& metadata) {
   const std::filesystem::path& path = *options.output;
   if (format == "kohya") {
     // Kohya to kohya conversion keeps the bytes (and the source's alphas); every other
     // kohya output gets one alpha so that diffusers scales it right.
     const bool keep_alphas = options.command == "convert" && source.format == lora::Format::kohya;
-    if (options.uniform_alpha.value_or(!keep_alphas))
-      lora::make_alpha_uniform(modules);
-    lora::write_kohya(
-        modules,
-        lora::kohya_metadata(source.metadata, modules, path.stem().string(), is_sdxl(source)),
-        path);
+    if (options.uniform_alpha.value_or(!keep_alphas)) {
+      lora::make_alpha_uniform(modules, dtypes);
+    } else {
+      for (std::size_t i = 0; i < modules.size(); ++i) {
+        lora::OutputModule& module = modules[i];
+        if (module.alpha_tensor && lora::factor_dtypes(module) == dtypes[i])
+          continue;  // as stored
+        lora::encode_module(module, dtypes[i], module.alpha, dtypes[i].up);
+      }
+    }
+    std::map<std::string, std::string> entries =
+        lora::kohya_metadata(source.metadata, modules, path.stem().string(), is_sdxl(source));
+    for (const auto& [key, value] : metadata)
+      entries[key] = value;
+    lora::write_kohya(modules, entries, path);
   } else if (format == "diffusers") {
-    lora::write_diffusers(modules, path);
+    // The scale folded into up (alpha = rank) before the one rounding to the dtype.
+    for (std::size_t i = 0; i < modules.size(); ++i)
+      lora::encode_module(modules[i], dtypes[i], static_cast<double>(modules[i].rank),
+                          dtypes[i].up);
+    lora::write_diffusers(modules, path, metadata);
   } else {
-    lora::write_peft(modules, path);
+    // PEFT keeps alpha in its JSON config: no rounding of alpha.
+    for (std::size_t i = 0; i < modules.size(); ++i)
+      lora::encode_module(modules[i], dtypes[i], modules[i].alpha, safetensors::Dtype::F64);
+    lora::write_peft(modules, path, metadata);
   }
+}
+
+std::string module_json(const std::vector<lora::OutputModule>& modules,
+                        const std::function<std::size_t(std::size_t)>& value) {
+  json::Value object = json::Object{};
+  for (std::size_t i = 0; i < modules.size(); ++i)
+    object[modules[i].name] = json::Value(value(i));
+  return json::dump(object);
+}
+
+std::string number_text(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, result.ptr);
 }
 
 void refuse_lycoris(const lora::LoraFile& file, const std::string& command) {

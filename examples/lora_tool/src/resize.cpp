@@ -11,16 +11,42 @@ namespace aclora::lora_tool {
 
 namespace {
 
-safetensors::Dtype output_dtype(const std::string& name, const lora::LoraModule& module) {
+// The dtypes of a refactored module's factors (--dtype; keep: the input's).
+lora::FactorDtypes output_dtypes(const std::string& name, const lora::LoraModule& module) {
+  const auto both = [](safetensors::Dtype dtype) { return lora::FactorDtypes{dtype, dtype}; };
   if (name == "f32")
-    return safetensors::Dtype::F32;
+    return both(safetensors::Dtype::F32);
   if (name == "f16")
-    return safetensors::Dtype::F16;
+    return both(safetensors::Dtype::F16);
   if (name == "bf16")
-    return safetensors::Dtype::BF16;
+    return both(safetensors::Dtype::BF16);
   if (name == "keep")
-    return module.down.dtype;
+    return lora::FactorDtypes{module.down.dtype, module.up.dtype};
   throw UsageError("--dtype must be f32, f16, bf16 or keep, not '" + name + "'");
+}
+
+// What the output records about the resize: rule, its parameter, ranks before and after.
+Metadata resize_metadata(const Options& options, double threshold, const lora::LoraFile& file,
+                         const std::vector<lora::OutputModule>& written) {
+  Metadata metadata;
+  if (options.rank) {
+    metadata["aclora_resize_rule"] = "rank";
+    metadata["aclora_resize_parameter"] = std::to_string(*options.rank);
+  } else if (options.energy) {
+    metadata["aclora_resize_rule"] = "energy";
+    metadata["aclora_resize_parameter"] = number_text(*options.energy);
+  } else {
+    metadata["aclora_resize_rule"] = "ac-lora";
+    metadata["aclora_resize_parameter"] = number_text(threshold);
+    metadata["aclora_resize_schedule"] = "{\"loss\":" + number_text(*options.loss) +
+                                         ",\"epoch\":" + std::to_string(*options.epoch) +
+                                         ",\"epochs\":" + std::to_string(*options.epochs) + "}";
+  }
+  metadata["aclora_source_ranks"] =
+      module_json(written, [&](std::size_t i) { return file.modules[i].rank; });
+  metadata["aclora_module_ranks"] =
+      module_json(written, [&](std::size_t i) { return written[i].rank; });
+  return metadata;
 }
 
 }  // namespace
@@ -40,7 +66,7 @@ int resize(const Options& options, std::ostream& out, std::ostream& err) {
       throw UsageError("the AC-LoRA rule needs --loss, --epoch and --epochs");
     threshold = Schedule{*options.epochs, 1}.threshold(*options.loss, *options.epoch);
   }
-  output_dtype(options.dtype, lora::LoraModule{});  // validates the name early
+  output_dtypes(options.dtype, lora::LoraModule{});  // validates the name early
   check_output(options);
   const auto start = std::chrono::steady_clock::now();
   const lora::LoraFile file = open_input(options);
@@ -49,7 +75,10 @@ int resize(const Options& options, std::ostream& out, std::ostream& err) {
   warn_unknown(file, err);
   const std::string label = file.path.string();
 
+  // Refactored factors stay F32 (exact) until written: folding the scales (uniform alpha,
+  // diffusers) and the rounding to --dtype then happen in one encode.
   std::vector<lora::OutputModule> written(file.modules.size());
+  std::vector<lora::FactorDtypes> dtypes(file.modules.size());
   std::vector<std::size_t> kept(file.modules.size());
   for_each_module(file.modules.size(), options.threads, err, "resizing", [&](std::size_t i) {
     const auto& module = file.modules[i];
@@ -66,17 +95,25 @@ int resize(const Options& options, std::ostream& out, std::ostream& err) {
     kept[i] = k;
     if (k == module.rank) {
       written[i] = lora::unchanged_module(module);
+      dtypes[i] = lora::factor_dtypes(written[i]);
     } else {
       const ProductFactors factors = refactor_module(module, analysis, k);
-      written[i] = lora::refactored_module(module, k, factors.up, factors.down,
-                                           output_dtype(options.dtype, module));
+      written[i] = lora::refactored_module(module, k, factors.up, factors.down);
+      dtypes[i] = output_dtypes(options.dtype, module);
     }
   });
-  write_output(file, written, format, options);
+  const Metadata metadata = resize_metadata(options, threshold, file, written);
+  std::size_t bytes_after = 0;
+  for (std::size_t i = 0; i < written.size(); ++i)
+    bytes_after += (written[i].down.bytes.size() / safetensors::dtype_size(written[i].down.dtype)) *
+                       safetensors::dtype_size(dtypes[i].down) +
+                   (written[i].up.bytes.size() / safetensors::dtype_size(written[i].up.dtype)) *
+                       safetensors::dtype_size(dtypes[i].up);
+  write_output(file, std::move(written), dtypes, format, options, metadata);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  std::size_t parameters_before = 0, parameters_after = 0, bytes_before = 0, bytes_after = 0;
+  std::size_t parameters_before = 0, parameters_after = 0, bytes_before = 0;
   struct Block {
     std::size_t modules = 0, rank_before = 0, rank_after = 0;
   };
@@ -86,7 +123,6 @@ int resize(const Options& options, std::ostream& out, std::ostream& err) {
     parameters_before += module.parameters();
     parameters_after += kept[i] * (module.in_features + module.out_features);
     bytes_before += module.down.bytes.size() + module.up.bytes.size();
-    bytes_after += written[i].down.bytes.size() + written[i].up.bytes.size();
     Block& block = blocks[block_of(module)];
     ++block.modules;
     block.rank_before += module.rank;

@@ -47,15 +47,29 @@ int restart(const Options& options, std::ostream& out, std::ostream& err) {
     throw lora::Error(label + ": " + error.what());
   }
 
+  // The new factors as F32 (exact) until written; each is then rounded once to the input's
+  // dtype, after any scale folding.
   std::vector<lora::OutputModule> written;
+  std::vector<lora::FactorDtypes> dtypes;
   for (std::size_t i = 0; i < file.modules.size(); ++i) {
     const auto& module = file.modules[i];
     lora::OutputModule result = lora::unchanged_module(module);
-    result.down = lora::encode_tensor(downs[i], module.down.dtype, module.down.shape);
-    result.up = lora::encode_tensor(ups[i], module.up.dtype, module.up.shape);
+    result.down = lora::encode_tensor(downs[i], safetensors::Dtype::F32, module.down.shape);
+    result.up = lora::encode_tensor(ups[i], safetensors::Dtype::F32, module.up.shape);
+    std::vector<float>().swap(downs[i]);
+    std::vector<float>().swap(ups[i]);
+    dtypes.push_back(lora::FactorDtypes{module.down.dtype, module.up.dtype});
     written.push_back(std::move(result));
   }
-  write_output(file, written, format, options);
+  Metadata metadata;
+  metadata["aclora_restart_threshold"] = number_text(threshold);
+  metadata["aclora_restart_schedule"] = "{\"loss\":" + number_text(*options.loss) +
+                                        ",\"epoch\":" + std::to_string(*options.epoch) +
+                                        ",\"epochs\":" + std::to_string(*options.epochs) + "}";
+  metadata["aclora_restart_seed"] = std::to_string(options.seed);
+  metadata["aclora_module_ranks"] =
+      module_json(written, [&](std::size_t i) { return report.modules[i].module_rank; });
+  write_output(file, std::move(written), dtypes, format, options, metadata);
 
   struct Block {
     std::size_t modules = 0, kept = 0, allocated = 0;

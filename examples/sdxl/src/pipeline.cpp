@@ -46,7 +46,10 @@ SdxlTextConditioner make_conditioner(const SdxlModels& models,
 
 SdxlPipeline SdxlPipeline::load(const std::filesystem::path& model,
                                 const PipelineOptions& options) {
-  // The models first: their loader says what a wrong file is (a LoRA, an SD 1.5 model).
+  // The scheduler config first (cheap, and a refused one should not wait for the weights),
+  // then the models: their loader says what a wrong file is (a LoRA, an SD 1.5 model).
+  SchedulerConfig scheduler =
+      options.scheduler ? *options.scheduler : scheduler_of(model, options.load.config_folder);
   SdxlModels models = load_sdxl(model, options.load);
   const auto source = tokenizer_source(model, options);
   if (!source) {
@@ -58,13 +61,16 @@ SdxlPipeline SdxlPipeline::load(const std::filesystem::path& model,
   // The SDXL VAE overflows in fp16: keep it in fp32 then.
   if (options.load.dtype == torch::kFloat16)
     models.vae->to(torch::kFloat32);
-  return SdxlPipeline(std::move(models), std::move(tokenizer_1), std::move(tokenizer_2));
+  return SdxlPipeline(std::move(models), std::move(tokenizer_1), std::move(tokenizer_2),
+                      std::move(scheduler));
 }
 
 SdxlPipeline::SdxlPipeline(SdxlModels models, std::shared_ptr<const ClipTokenizer> tokenizer_1,
-                           std::shared_ptr<const ClipTokenizer> tokenizer_2)
+                           std::shared_ptr<const ClipTokenizer> tokenizer_2,
+                           SchedulerConfig scheduler)
     : models_(std::move(models)),
-      conditioner_(make_conditioner(models_, std::move(tokenizer_1), std::move(tokenizer_2))) {}
+      conditioner_(make_conditioner(models_, std::move(tokenizer_1), std::move(tokenizer_2))),
+      scheduler_(std::move(scheduler)) {}
 
 torch::Tensor SdxlPipeline::initial_noise(const SampleOptions& request) const {
   // Each VAE level but the last halves the resolution: 8 for SDXL (4 levels).
@@ -84,7 +90,7 @@ torch::Tensor SdxlPipeline::initial_noise(const SampleOptions& request) const {
 torch::Tensor SdxlPipeline::sample_latents(const SampleOptions& request, const torch::Tensor& noise,
                                            const StepCallback& on_step) {
   torch::NoGradGuard no_grad;
-  const EulerPlan plan = euler_plan(NoiseSchedule{}, request.steps);
+  const EulerPlan plan = euler_plan(scheduler_, request.steps);
   const auto parameter = models_.unet->parameters().front();
   const auto options = parameter.options();
 

@@ -11,11 +11,24 @@ torch::Tensor euler_sample(const EulerPlan& plan, const torch::Tensor& noise,
   torch::Tensor latents = noise.to(torch::kFloat32) * plan.init_noise_sigma;
   const int steps = static_cast<int>(plan.timesteps.size());
   for (int i = 0; i < steps; ++i) {
-    const double sigma = plan.sigmas[i];
-    const double sigma_next = plan.sigmas[i + 1];
-    const torch::Tensor model_input = latents / std::sqrt(sigma * sigma + 1.0);
-    const torch::Tensor eps = predict(model_input, plan.timesteps[i]).to(torch::kFloat32);
-    const torch::Tensor denoised = latents - sigma * eps;
+    // Coefficients in fp32, as diffusers computes them from its fp32 sigma table.
+    const float sigma = plan.sigmas[i];
+    const float sigma_next = plan.sigmas[i + 1];
+    const float variance = sigma * sigma + 1.0f;
+    const torch::Tensor model_input = latents / std::sqrt(variance);
+    const torch::Tensor output = predict(model_input, plan.timesteps[i]).to(torch::kFloat32);
+    torch::Tensor denoised;
+    switch (plan.prediction) {
+      case PredictionType::kEpsilon:
+        denoised = latents - sigma * output;
+        break;
+      case PredictionType::kVPrediction:
+        denoised = output * (-sigma / std::sqrt(variance)) + latents / variance;
+        break;
+      case PredictionType::kSample:
+        denoised = output;
+        break;
+    }
     latents = latents + (latents - denoised) / sigma * (sigma_next - sigma);
     if (on_step)
       on_step(i + 1, steps);

@@ -1,4 +1,5 @@
-// Loading CLIP BPE vocabularies: open_clip's .txt.gz and HF vocab.json + merges.txt.
+// Loading CLIP BPE vocabularies: open_clip's .txt.gz, HF vocab.json + merges.txt, and HF
+// tokenizer.json.
 #include <zlib.h>
 
 #include <aclora/adapters/json.hpp>
@@ -224,6 +225,70 @@ ClipTokenizer ClipTokenizer::from_vocab_files(const std::filesystem::path& vocab
   return ClipTokenizer(std::move(state));
 }
 
+ClipTokenizer ClipTokenizer::from_tokenizer_json(const std::filesystem::path& tokenizer_json,
+                                                 PadToken pad, int max_length) {
+  auto state = new_state(max_length);
+  const std::string source = tokenizer_json.string();
+  const aclora::json::Value root = parse_json_file(tokenizer_json, "tokenizer.json");
+  const aclora::json::Value* model = root.is_object() ? root.find("model") : nullptr;
+  if (model == nullptr || !model->is_object())
+    throw TokenizerError("tokenizer.json has no \"model\" object: " + source);
+  if (const auto* type = model->find("type");
+      type != nullptr && !(type->is_string() && type->as_string() == "BPE"))
+    throw TokenizerError("tokenizer.json model type " + aclora::json::dump(*type) +
+                         " is not BPE: " + source);
+  if (const auto* suffix = model->find("end_of_word_suffix");
+      suffix != nullptr && !suffix->is_null() &&
+      !(suffix->is_string() && suffix->as_string() == "</w>"))
+    throw TokenizerError("tokenizer.json end_of_word_suffix " + aclora::json::dump(*suffix) +
+                         " is not \"</w>\" (not a CLIP tokenizer): " + source);
+  const aclora::json::Value* vocab = model->find("vocab");
+  if (vocab == nullptr || !vocab->is_object())
+    throw TokenizerError("tokenizer.json model has no \"vocab\" object of token -> id: " + source);
+  state->vocab.reserve(vocab->as_object().size() + 2);
+  for (const auto& [token, id] : vocab->as_object()) {
+    if (!id.is_integer() || id.as_int() < 0)
+      throw TokenizerError("tokenizer.json vocab entry \"" + token +
+                           "\" has no non-negative integer id: " + source);
+    state->vocab.emplace(token, id.as_int());
+  }
+  if (const auto* added = root.find("added_tokens"); added != nullptr && added->is_array()) {
+    for (const auto& entry : added->as_array()) {
+      const auto* content = entry.find("content");
+      const auto* id = entry.find("id");
+      if (content != nullptr && content->is_string() && id != nullptr && id->is_integer() &&
+          id->as_int() >= 0)
+        state->vocab.emplace(content->as_string(), id->as_int());  // kept if in vocab already
+    }
+  }
+  const aclora::json::Value* merges = model->find("merges");
+  if (merges == nullptr || !merges->is_array())
+    throw TokenizerError("tokenizer.json model has no \"merges\" array: " + source);
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const auto& merge : merges->as_array()) {
+    if (pairs.size() == kClipMerges)
+      break;
+    const std::string where = "tokenizer.json merge " + std::to_string(pairs.size() + 1) + " " +
+                              aclora::json::dump(merge);
+    if (merge.is_string()) {  // "a b" (tokenizers before 0.20)
+      const std::string& text = merge.as_string();
+      const auto space = text.find(' ');
+      if (space == std::string::npos || space == 0 || space + 1 == text.size() ||
+          text.find(' ', space + 1) != std::string::npos)
+        throw TokenizerError(where + ": expected two symbols: " + source);
+      pairs.emplace_back(text.substr(0, space), text.substr(space + 1));
+    } else if (merge.is_array() && merge.as_array().size() == 2 &&
+               merge.as_array()[0].is_string() && merge.as_array()[1].is_string()) {  // [a, b]
+      pairs.emplace_back(merge.as_array()[0].as_string(), merge.as_array()[1].as_string());
+    } else {
+      throw TokenizerError(where + ": expected \"a b\" or [\"a\", \"b\"]: " + source);
+    }
+  }
+  set_ranks(*state, pairs);
+  set_special_ids(*state, pad, source);
+  return ClipTokenizer(std::move(state));
+}
+
 ClipTokenizer ClipTokenizer::from_folder(const std::filesystem::path& folder, PadToken default_pad,
                                          int default_max_length) {
   if (!std::filesystem::is_directory(folder))
@@ -250,7 +315,17 @@ ClipTokenizer ClipTokenizer::from_folder(const std::filesystem::path& folder, Pa
       max_length = static_cast<int>(std::clamp<std::int64_t>(length->as_int(), 2, 1 << 20));
     }
   }
-  return from_vocab_files(folder / "vocab.json", folder / "merges.txt", pad, max_length);
+  namespace fs = std::filesystem;
+  const bool has_vocab = fs::exists(folder / "vocab.json");
+  const bool has_merges = fs::exists(folder / "merges.txt");
+  if (has_vocab && has_merges)
+    return from_vocab_files(folder / "vocab.json", folder / "merges.txt", pad, max_length);
+  if (fs::exists(folder / "tokenizer.json"))
+    return from_tokenizer_json(folder / "tokenizer.json", pad, max_length);
+  if (has_vocab || has_merges)  // names the missing one
+    return from_vocab_files(folder / "vocab.json", folder / "merges.txt", pad, max_length);
+  throw TokenizerError("tokenizer folder " + folder.string() +
+                       " has neither vocab.json + merges.txt nor tokenizer.json");
 }
 
 }  // namespace sdxl

@@ -52,12 +52,23 @@ class ClipTokenizer {
                                         const std::filesystem::path& merges_txt,
                                         PadToken pad = PadToken::kEndOfText, int max_length = 77);
 
-  /// Loads a diffusers tokenizer folder (vocab.json + merges.txt). The pad token
-  /// and max length come from special_tokens_map.json / tokenizer_config.json when
-  /// present ("pad_token": "<|endoftext|>" or "!", "model_max_length"), else from
-  /// the arguments.
-  /// @throws TokenizerError as from_vocab_files, or for a pad token other than
-  ///         "<|endoftext|>" and "!".
+  /// Loads a Hugging Face tokenizer.json (what transformers 5 writes instead of vocab.json
+  /// and merges.txt): a "model" of type BPE with "vocab" (token -> id) and "merges" ("a b"
+  /// strings, or [a, b] pairs as newer tokenizers versions write them; at most 48,894
+  /// used); "added_tokens" entries missing from the vocabulary are added. The word suffix
+  /// must be "</w>" as in CLIP.
+  /// @throws TokenizerError when the file is missing or malformed, or lacks
+  ///         "<|startoftext|>", "<|endoftext|>" or the pad token.
+  static ClipTokenizer from_tokenizer_json(const std::filesystem::path& tokenizer_json,
+                                           PadToken pad = PadToken::kEndOfText,
+                                           int max_length = 77);
+
+  /// Loads a diffusers tokenizer folder: vocab.json + merges.txt, else tokenizer.json.
+  /// The pad token and max length come from special_tokens_map.json /
+  /// tokenizer_config.json when present ("pad_token": "<|endoftext|>" or "!",
+  /// "model_max_length"), else from the arguments.
+  /// @throws TokenizerError as from_vocab_files / from_tokenizer_json, when the folder has
+  ///         neither, or for a pad token other than "<|endoftext|>" and "!".
   static ClipTokenizer from_folder(const std::filesystem::path& folder,
                                    PadToken default_pad = PadToken::kEndOfText,
                                    int default_max_length = 77);

@@ -123,11 +123,96 @@ inline OutputModule refactored_module(const LoraModule& module, std::size_t rank
   return out;
 }
 
-/// Gives every module the same alpha (the most common one, A) and folds the difference
-/// into up: up' = up * alpha / A, so alpha' / r = A / r and dW is unchanged. Needed by
-/// loaders that apply one alpha to all modules (diffusers 0.42 mis-scales kohya files whose
-/// alpha varies per module). Changes the bytes of the rescaled up factors only.
-inline void make_alpha_uniform(std::vector<OutputModule>& modules) {
+/// The dtypes a module's factors are to be stored in; the alpha tensor of a kohya file takes
+/// the up factor's.
+struct FactorDtypes {
+  safetensors::Dtype down = safetensors::Dtype::F32;  ///< dtype of down
+  safetensors::Dtype up = safetensors::Dtype::F32;    ///< dtype of up (and of alpha)
+
+  /// Same dtypes.
+  friend bool operator==(const FactorDtypes&, const FactorDtypes&) = default;
+};
+
+/// The dtypes the module's factors have now.
+inline FactorDtypes factor_dtypes(const OutputModule& module) {
+  return FactorDtypes{module.down.dtype, module.up.dtype};
+}
+
+/// `value` as a tensor of `dtype` holds it (what a loader reads back): rounded to F16, BF16
+/// or F32 (infinite beyond their range); F64 keeps it, any other dtype is stored as F32.
+inline double stored_value(double value, safetensors::Dtype dtype) {
+  using safetensors::Dtype;
+  const auto as_float = static_cast<float>(value);
+  switch (dtype) {
+    case Dtype::F16:
+      return safetensors::f16_to_f32(safetensors::f32_to_f16(as_float));
+    case Dtype::BF16:
+      return safetensors::bf16_to_f32(safetensors::f32_to_bf16(as_float));
+    case Dtype::F64:
+      return value;
+    default:
+      return as_float;
+  }
+}
+
+namespace detail {
+
+// Replaces the tensor by its values times `factor` (in double), encoded once as `dtype`;
+// leaves it as it is when nothing changes.
+inline void rescale(OutputTensor& tensor, double factor, safetensors::Dtype dtype) {
+  if (factor == 1.0 && tensor.dtype == dtype)
+    return;
+  const safetensors::TensorView view{"", tensor.dtype, tensor.shape,
+                                     std::span<const std::byte>(tensor.bytes)};
+  std::vector<float> values = safetensors::convert_to<float>(view);
+  if (factor != 1.0) {
+    for (float& value : values)
+      value = static_cast<float>(static_cast<double>(value) * factor);
+  }
+  tensor = encode_tensor(values, dtype, tensor.shape);
+}
+
+}  // namespace detail
+
+/// Stores the module with factors of `dtypes` and the alpha `alpha` as a tensor of
+/// `alpha_dtype` holds it (stored_value; F64 keeps it exact, for formats that write alpha as
+/// text), keeping dW = alpha / rank * up @ down: up is multiplied by old alpha / stored alpha.
+/// Each factor is decoded and encoded once (the product formed in double, then rounded to
+/// float and to the dtype), so an F16 result is rounded to F16 once, not twice; factors whose
+/// dtype and scale do not change keep their bytes. The alpha tensor is rewritten in
+/// `alpha_dtype` (F16, BF16, F32 or F64; any other gives F32) unless it already holds that value
+/// in that dtype.
+/// @throws Error when `alpha_dtype` cannot hold `alpha` (beyond its range, or 0 for a module
+///         whose scale is not 0).
+inline void encode_module(OutputModule& module, FactorDtypes dtypes, double alpha,
+                          safetensors::Dtype alpha_dtype) {
+  using safetensors::Dtype;
+  const double stored = stored_value(alpha, alpha_dtype);
+  if (!std::isfinite(stored) || (stored == 0.0 && module.alpha != 0.0)) {
+    throw Error("module '" + module.name + "': alpha " + std::to_string(alpha) +
+                " cannot be stored as " + std::string(safetensors::dtype_name(alpha_dtype)) +
+                " and carry the module's scale");
+  }
+  const double factor = stored == module.alpha ? 1.0 : module.alpha / stored;
+  detail::rescale(module.down, 1.0, dtypes.down);
+  detail::rescale(module.up, factor, dtypes.up);
+  const bool alpha_kept =
+      module.alpha_tensor && module.alpha_tensor->dtype == alpha_dtype && factor == 1.0;
+  module.alpha = stored;
+  if (alpha_kept)
+    return;
+  if (alpha_dtype == Dtype::F64) {
+    OutputTensor tensor{Dtype::F64, {}, std::vector<std::byte>(sizeof stored)};
+    std::memcpy(tensor.bytes.data(), &stored, sizeof stored);
+    module.alpha_tensor = std::move(tensor);
+  } else {
+    module.alpha_tensor =
+        encode_tensor(std::vector<float>{static_cast<float>(stored)}, alpha_dtype, {});
+  }
+}
+
+/// The most common alpha of `modules` (ties: the smallest); 0 when there are none.
+inline double most_common_alpha(const std::vector<OutputModule>& modules) {
   std::map<double, std::size_t> counts;
   for (const auto& module : modules)
     ++counts[module.alpha];
@@ -139,21 +224,36 @@ inline void make_alpha_uniform(std::vector<OutputModule>& modules) {
       best = count;
     }
   }
+  return common;
+}
+
+/// Gives every module the same alpha A, the most common one rounded so that every up dtype of
+/// `dtypes` holds it exactly, and folds the difference into up: up' = up * alpha / A, so
+/// alpha' / r = A / r and dW is unchanged. Needed by loaders that apply one alpha to all
+/// modules (diffusers 0.42 mis-scales kohya files whose alpha varies per module). `dtypes`:
+/// what each module is to be stored as (see encode_module: one rounding per factor, the
+/// alpha tensor in the up factor's dtype); empty keeps the modules' dtypes. Factors that
+/// change neither dtype nor scale keep their bytes.
+inline void make_alpha_uniform(std::vector<OutputModule>& modules,
+                               std::span<const FactorDtypes> dtypes = {}) {
+  const auto dtypes_of = [&](std::size_t i) {
+    return dtypes.empty() ? factor_dtypes(modules[i]) : dtypes[i];
+  };
+  double common = most_common_alpha(modules);
   if (common == 0.0)
     return;  // no scale to share
-  for (auto& module : modules) {
-    if (module.alpha == common)
-      continue;
-    const double factor = module.alpha / common;
-    safetensors::TensorView view{"", module.up.dtype, module.up.shape,
-                                 std::span<const std::byte>(module.up.bytes)};
-    std::vector<float> values = safetensors::convert_to<float>(view);
-    for (float& value : values)
-      value = static_cast<float>(value * factor);
-    module.up = encode_tensor(values, module.up.dtype, module.up.shape);
-    module.alpha = common;
-    module.alpha_tensor.reset();
+  // A value BF16 holds is also held by F16 (within F16's range) and F32: round to F16
+  // first, then to BF16, as the dtypes present require.
+  for (const safetensors::Dtype narrow : {safetensors::Dtype::F16, safetensors::Dtype::BF16}) {
+    for (std::size_t i = 0; i < modules.size(); ++i) {
+      if (dtypes_of(i).up == narrow) {
+        common = stored_value(common, narrow);
+        break;
+      }
+    }
   }
+  for (std::size_t i = 0; i < modules.size(); ++i)
+    encode_module(modules[i], dtypes_of(i), common, dtypes_of(i).up);
 }
 
 }  // namespace aclora::lora

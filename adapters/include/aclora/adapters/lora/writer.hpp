@@ -185,8 +185,9 @@ inline std::map<std::string, std::string> kohya_metadata(
   return out;
 }
 
-/// Writes a kohya file: NAME.lora_down.weight, .lora_up.weight, .alpha per module (alpha
-/// bytes of the source kept when unchanged, else an F32 scalar).
+/// Writes a kohya file: NAME.lora_down.weight, .lora_up.weight, .alpha per module (the
+/// module's alpha tensor when it has one, else a scalar of the up factor's dtype when that
+/// holds the alpha exactly, else an F32 scalar).
 /// @throws Error when the file cannot be written (nothing is left at `path` then).
 inline void write_kohya(const std::vector<OutputModule>& modules,
                         const std::map<std::string, std::string>& metadata,
@@ -201,8 +202,10 @@ inline void write_kohya(const std::vector<OutputModule>& modules,
       if (module.alpha_tensor) {
         detail::add_tensor(writer, module.name + ".alpha", *module.alpha_tensor);
       } else {
-        writer.add(module.name + ".alpha", {},
-                   std::vector<float>{static_cast<float>(module.alpha)});
+        const bool held = stored_value(module.alpha, module.up.dtype) == module.alpha;
+        detail::add_tensor(writer, module.name + ".alpha",
+                           encode_tensor(std::vector<float>{static_cast<float>(module.alpha)},
+                                         held ? module.up.dtype : safetensors::Dtype::F32, {}));
       }
     }
     writer.write(path);
@@ -212,11 +215,15 @@ inline void write_kohya(const std::vector<OutputModule>& modules,
 /// Writes a diffusers file: COMPONENT.PATH.lora_A.weight / .lora_B.weight with each
 /// module's scale folded into lora_B (so alpha = r holds), and lora_adapter_metadata stating
 /// r = lora_alpha per module (diffusers otherwise assumes one alpha for all ranks).
+/// `metadata`: further safetensors metadata entries (format and lora_adapter_metadata win).
 /// @throws Error when the file cannot be written (nothing is left at `path` then).
 inline void write_diffusers(const std::vector<OutputModule>& modules,
-                            const std::filesystem::path& path) {
+                            const std::filesystem::path& path,
+                            const std::map<std::string, std::string>& metadata = {}) {
   detail::guarded([&] {
     safetensors::Writer writer;
+    for (const auto& [key, value] : metadata)
+      writer.set_metadata(key, value);
     std::map<Component, std::vector<const OutputModule*>> by_component;
     for (const auto& module : modules) {
       const std::string key = std::string(component_name(module.component)) + "." + module.path;
@@ -241,10 +248,12 @@ inline void write_diffusers(const std::vector<OutputModule>& modules,
 /// (base_model.model.PATH.lora_A / lora_B, bytes as given; text_encoder paths without the
 /// text_model level, as transformers 5's CLIPTextModel names them) and adapter_config.json (ranks
 /// and alphas per module in rank_pattern / alpha_pattern). Built in a temporary folder and
-/// renamed into place.
+/// renamed into place. `metadata`: safetensors metadata entries of every
+/// adapter_model.safetensors (besides "format": "pt").
 /// @throws Error when it cannot be written (nothing is left at `directory` then).
 inline void write_peft(const std::vector<OutputModule>& modules,
-                       const std::filesystem::path& directory) {
+                       const std::filesystem::path& directory,
+                       const std::map<std::string, std::string>& metadata = {}) {
   namespace fs = std::filesystem;
   const fs::path target = directory.has_filename() ? directory : directory.parent_path();
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -266,6 +275,8 @@ inline void write_peft(const std::vector<OutputModule>& modules,
       fs::create_directory(folder);
       detail::guarded([&] {
         safetensors::Writer writer;
+        for (const auto& [key, value] : metadata)
+          writer.set_metadata(key, value);
         writer.set_metadata("format", "pt");
         for (const auto* module : members) {
           const std::string key = "base_model.model." + detail::peft_path(*module);
