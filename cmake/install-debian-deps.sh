@@ -7,7 +7,8 @@ packages=(
   cmake g++ make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtorch-dev
-  libicu-dev zlib1g-dev libpng-dev libcairo2-dev
+  libicu-dev zlib1g-dev libpng-dev libcairo2-dev libcli11-dev
+  libjpeg-dev libwebp-dev libtomlplusplus-dev
   doxygen
 )
 

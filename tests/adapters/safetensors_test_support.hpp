@@ -3,7 +3,9 @@
 // hand-made file images (to build malformed files the Writer refuses to write).
 
 #include <gtest/gtest.h>
+
 #include <stdlib.h>
+#include "scratch_dir.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -14,42 +16,6 @@
 #include <vector>
 
 namespace aclora::test {
-
-/// A fresh directory under the system temp dir, removed with its content.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "aclora-st-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::add, ignored);
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(std::string_view name) const { return path_ / name; }
-
-  /// Names of all entries in the directory (to prove no temp file is left).
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& entry : std::filesystem::directory_iterator(path_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    return names;
-  }
-
- private:
-  std::filesystem::path path_;
-};
 
 /// The 8-byte little-endian length prefix for n.
 inline std::vector<std::byte> length_prefix(std::uint64_t n) {

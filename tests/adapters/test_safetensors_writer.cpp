@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -241,20 +242,39 @@ TEST(SafetensorsWriter, WriteOverDirectoryThrowsAndCleansUp) {
   EXPECT_CONTAINS(writer_error([&] { writer.write(dir.path() / ""); }), "not a file");
 }
 
-// A directory without write permission: Error, no file. (Root ignores
-// permissions, so the test skips there.)
+// A directory without write permission: Error naming the cause, no file. Root ignores
+// permissions, so as root the write runs in a child process that has given up root for the
+// user nobody (the folder is readable and traversable by everyone, writable by no one).
 TEST(SafetensorsWriter, WriteIntoReadOnlyDirectoryThrows) {
-  if (::geteuid() == 0) {
-    GTEST_SKIP() << "running as root: directory permissions are not enforced";
-  }
   const ScratchDir dir;
   std::filesystem::create_directory(dir / "ro");
-  std::filesystem::permissions(
-      dir / "ro", std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
-  st::Writer writer;
-  writer.add("t", {1}, std::vector<float>{1});
-  EXPECT_CONTAINS(writer_error([&] { writer.write(dir / "ro" / "out.safetensors"); }),
-                  "Permission denied");
+  const auto everyone_reads =
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec |
+      std::filesystem::perms::group_read | std::filesystem::perms::group_exec |
+      std::filesystem::perms::others_read | std::filesystem::perms::others_exec;
+  std::filesystem::permissions(dir.path(), everyone_reads | std::filesystem::perms::owner_write);
+  std::filesystem::permissions(dir / "ro", everyone_reads);
+  const auto attempt = [&] {
+    st::Writer writer;
+    writer.add("t", {1}, std::vector<float>{1});
+    return writer_error([&] { writer.write(dir / "ro" / "out.safetensors"); });
+  };
+  if (::geteuid() != 0) {
+    EXPECT_CONTAINS(attempt(), "Permission denied");
+  } else {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      const bool dropped = ::setgid(65534) == 0 && ::setuid(65534) == 0;  // nobody
+      const bool refused = dropped && attempt().find("Permission denied") != std::string::npos;
+      ::_exit(refused ? 0 : (dropped ? 1 : 2));
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_NE(WEXITSTATUS(status), 2) << "could not give up root for the user nobody";
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "the write as nobody did not fail with EACCES";
+  }
   std::filesystem::permissions(dir / "ro", std::filesystem::perms::owner_all);
   EXPECT_TRUE(std::filesystem::is_empty(dir / "ro"));
 }

@@ -58,6 +58,12 @@ inline aclora::train::RunSummary run_training(const RunSettings& settings) {
   options.progress = false;
   options.trainer_options = aclora::json::Object{};
   options.trainer_options["model"] = "tiny";
+  options.on_epoch_end = [&](int, std::int64_t) {
+    double up = 0.0;  // a value of the factors, as a validation loss would be
+    for (const auto& module : network.modules())
+      up += module.adapter->up.abs().mean().item<double>();
+    return std::vector<std::pair<std::string, double>>{{"mean_abs_up", up}};
+  };
   aclora::train::TrainingRun run(network, optimizer, options);
   if (settings.resume)
     run.resume_latest();

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "scratch_dir.hpp"
 #include "tiny_model.hpp"
 
 namespace {
@@ -20,13 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using aclora::train::ExportOptions;
 using aclora::train::LoraNetwork;
-
-fs::path fresh_folder(const std::string& name) {
-  const fs::path folder = fs::temp_directory_path() / ("aclora_export_test_" + name);
-  fs::remove_all(folder);
-  fs::create_directories(folder);
-  return folder;
-}
 
 // LoRAs on every linear of the blocks and the conv, with random factors of full rank.
 struct Network {
@@ -101,7 +95,8 @@ double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
 // K per module; one alpha serves every module.
 TEST(Export, ChosenRanksHoldTheTruncatedUpdates) {
   Network model;
-  const fs::path folder = fresh_folder("kohya");
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
   std::vector<std::size_t> ranks;
   for (std::size_t i = 0; i < model.network.size(); ++i)
     ranks.push_back(1 + i % 5);
@@ -133,7 +128,8 @@ TEST(Export, ChosenRanksHoldTheTruncatedUpdates) {
 // tested on the SDXL UNet, whose paths they name: tests/sdxl/test_lora_training.cpp.)
 TEST(Export, FullRankAndOtherFormats) {
   Network model;
-  const fs::path folder = fresh_folder("formats");
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
   ExportOptions options;
   options.sdxl = false;
   const auto full = aclora::train::full_ranks(model.network);
@@ -162,7 +158,8 @@ TEST(Export, FullRankAndOtherFormats) {
 // Bad ranks and non-finite factors are refused, and nothing is written.
 TEST(Export, ErrorsLeaveNoFile) {
   Network model;
-  const fs::path folder = fresh_folder("errors");
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
   ExportOptions options;
   std::vector<std::size_t> ranks(model.network.size(), 2);
   ranks[1] = 7;  // above R

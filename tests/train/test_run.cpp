@@ -12,18 +12,13 @@
 #include <vector>
 
 #include "run_fixture.hpp"
+#include "scratch_dir.hpp"
 
 extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
-
-fs::path fresh_folder(const std::string& name) {
-  const fs::path folder = fs::temp_directory_path() / ("aclora_run_test_" + name);
-  fs::remove_all(folder);
-  return folder;
-}
 
 std::string read(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -64,10 +59,13 @@ int run_child(const std::vector<std::string>& arguments) {
 }  // namespace
 
 // A run killed by SIGKILL mid-epoch and resumed from its last state ends with factors
-// byte-identical to an uninterrupted run, and the same metrics records.
+// byte-identical to an uninterrupted run, and the same metrics records (steps, RESTARTs,
+// epochs with the trainer's own epoch scalar).
 TEST(TrainingRun, ResumeAfterSigkillIsBitIdentical) {
-  const fs::path straight = fresh_folder("straight");
-  const fs::path killed = fresh_folder("killed");
+  const aclora::test::ScratchDir straight_scratch;
+  const fs::path straight = straight_scratch.path();
+  const aclora::test::ScratchDir killed_scratch;
+  const fs::path killed = killed_scratch.path();
   ASSERT_EQ(run_child({straight.string()}), 0);
   const int status = run_child({killed.string(), "--kill-at-step", "10"});
   ASSERT_TRUE(WIFSIGNALED(status));
@@ -83,21 +81,28 @@ TEST(TrainingRun, ResumeAfterSigkillIsBitIdentical) {
   // 6 epochs x 6 steps, and RESTARTs after epochs 0, 2 and 4.
   std::vector<std::int64_t> restart_epochs;
   std::size_t steps = 0;
+  std::size_t epochs = 0;
   for (const auto& record : expected) {
-    if (record.find("type")->as_string() == "step")
+    const std::string type = record.find("type")->as_string();
+    if (type == "step")
       ++steps;
-    else
+    else if (type == "restart")
       restart_epochs.push_back(record.find("epoch")->as_int());
+    else if (type == "epoch" && record.find("mean_abs_up"))
+      ++epochs;
   }
   EXPECT_EQ(steps, 36u);
+  EXPECT_EQ(epochs, 6u);  // one epoch record each, with the on_epoch_end scalar
   EXPECT_EQ(restart_epochs, (std::vector<std::int64_t>{0, 2, 4}));
 }
 
 // Ctrl-C (SIGINT) mid-epoch saves a state and returns; resuming in the same process ends
 // where an uninterrupted run ends, with counters that kept counting.
 TEST(TrainingRun, InterruptSavesAStateAndResumes) {
-  const fs::path straight = fresh_folder("straight_in_process");
-  const fs::path interrupted = fresh_folder("interrupted");
+  const aclora::test::ScratchDir straight_scratch;
+  const fs::path straight = straight_scratch.path();
+  const aclora::test::ScratchDir interrupted_scratch;
+  const fs::path interrupted = interrupted_scratch.path();
   train_test::RunSettings settings;
   settings.output = straight;
   const auto full = train_test::run_training(settings);
@@ -128,7 +133,8 @@ TEST(TrainingRun, InterruptSavesAStateAndResumes) {
 // A NaN loss stops the run at once with an error naming the step and the last good state;
 // no state is saved after it.
 TEST(TrainingRun, NonFiniteLossStopsAtThatStep) {
-  const fs::path folder = fresh_folder("nan");
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
   train_test::RunSettings settings;
   settings.output = folder;
   settings.nan_at_step = 9;
@@ -146,7 +152,8 @@ TEST(TrainingRun, NonFiniteLossStopsAtThatStep) {
 
 // A fresh run refuses an output folder that holds an earlier run's metrics or states.
 TEST(TrainingRun, FreshRunRefusesAUsedFolder) {
-  const fs::path folder = fresh_folder("used");
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
   train_test::RunSettings settings;
   settings.output = folder;
   settings.epochs = 1;
@@ -167,7 +174,8 @@ TEST(TrainingRun, FreshRunRefusesAUsedFolder) {
 // metrics and training goes on.
 TEST(TrainingRun, FailedRestartStopsOrIsLogged) {
   for (const bool go_on : {false, true}) {
-    const fs::path folder = fresh_folder(go_on ? "restart_error_logged" : "restart_error");
+    const aclora::test::ScratchDir folder_scratch;
+    const fs::path folder = folder_scratch.path();
     torch::manual_seed(3);
     train_test::TinyNet net;
     aclora::train::LoraNetwork network;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "scratch_dir.hpp"
 #include "tiny_model.hpp"
 
 namespace {
@@ -19,13 +20,6 @@ using aclora::train::LoraNetwork;
 using aclora::train::Naming;
 using aclora::train::RunPosition;
 using aclora::train::Targets;
-
-fs::path fresh_folder(const std::string& name) {
-  const fs::path folder = fs::temp_directory_path() / ("aclora_state_test_" + name);
-  fs::remove_all(folder);
-  fs::create_directories(folder);
-  return folder;
-}
 
 // A model with LoRAs and an AdamW that has taken two steps.
 struct Trained {
@@ -108,7 +102,8 @@ aclora::json::Value options_json(int seed) {
 // Saved and loaded into another model of the same shape, a state restores the factors, the
 // optimizer state, the learning rate, the CPU generator and every counter exactly.
 TEST(TrainingState, RoundTripIsExact) {
-  const fs::path root = fresh_folder("roundtrip");
+  const aclora::test::ScratchDir root_scratch;
+  const fs::path root = root_scratch.path();
   Trained source;
   source.optimizer->param_groups()[0].options().set_lr(0.00123);
   const RunPosition position = sample_position();
@@ -153,7 +148,8 @@ TEST(TrainingState, RoundTripIsExact) {
 // Missing, partial, corrupt and mismatched states are refused with a message naming the
 // problem, and neither the factors nor the optimizer state change.
 TEST(TrainingState, BadStatesAreRefusedAndChangeNothing) {
-  const fs::path root = fresh_folder("bad");
+  const aclora::test::ScratchDir root_scratch;
+  const fs::path root = root_scratch.path();
   Trained source;
   aclora::train::save_state(root / "good", source.network, *source.optimizer, sample_position(),
                             options_json(1));

@@ -49,9 +49,13 @@ class AtomicFile {
     directory_ = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
     static std::atomic<unsigned> counter{0};
     for (int attempt = 0; attempt < 100; ++attempt) {
-      const std::filesystem::path candidate =
-          directory_ / ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) +
-                        "-" + std::to_string(counter.fetch_add(1)));
+      std::string name = ".";  // appended piece by piece: g++ 12 warns on a + chain here
+      name += target.filename().string();
+      name += ".tmp-";
+      name += std::to_string(::getpid());
+      name += "-";
+      name += std::to_string(counter.fetch_add(1));
+      const std::filesystem::path candidate = directory_ / name;
       fd_ = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       if (fd_ >= 0) {
         path_ = candidate;

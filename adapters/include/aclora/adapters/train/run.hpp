@@ -60,6 +60,10 @@ struct RunOptions {
   std::function<void(const logs::RankHistory&)> on_restart;
   /// The trainer's own tensors to save with each state (its data-order state, say).
   std::function<std::map<std::string, torch::Tensor>()> extra_state;
+  /// Called after each epoch (0-based epoch, global step) once its RESTART, if any, has run:
+  /// validation, samples, LoRA files. The scalars it returns are logged (metrics record
+  /// {"type": "epoch", ...} and TensorBoard tags "epoch/NAME").
+  std::function<std::vector<std::pair<std::string, double>>(int, std::int64_t)> on_epoch_end;
 };
 
 /// What a step is told.
@@ -382,6 +386,21 @@ class TrainingRun {
       if (progress)
         progress->message(std::string("RESTART failed, training goes on: ") + error.what());
     }
+    json::Value record = json::Object{};
+    record["type"] = "epoch";
+    record["epoch"] = p.epoch;
+    record["step"] = p.global_step;
+    record["loss"] = mean;
+    std::vector<logs::Scalar> scalars;
+    if (options_.on_epoch_end) {
+      for (const auto& [name, value] : options_.on_epoch_end(p.epoch, p.global_step)) {
+        record[name] = value;
+        scalars.push_back({"epoch/" + name, value});
+      }
+    }
+    metrics_->write(record);
+    if (events_ && !scalars.empty())
+      events_->add_scalars(p.global_step, scalars);
     ++p.epoch;
     p.step_in_epoch = 0;
     p.epoch_loss_sum = 0.0;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "aclora/adapters/io/atomic_file.hpp"
+#include "aclora/adapters/io/checksum.hpp"
 #include "aclora/adapters/json/dump.hpp"
 #include "aclora/adapters/json/parse.hpp"
 #include "aclora/adapters/json/value.hpp"
@@ -76,22 +77,6 @@ struct LoadedState {
 
 namespace detail {
 
-// FNV-1a over 64-bit little-endian words (the tail byte by byte): a checksum that runs at
-// memory speed, for telling a corrupt or truncated file from the one the manifest describes.
-inline std::uint64_t checksum(std::span<const std::byte> bytes) {
-  constexpr std::uint64_t prime = 1099511628211ull;
-  std::uint64_t hash = 14695981039346656037ull;
-  const std::size_t words = bytes.size() / 8;
-  for (std::size_t i = 0; i < words; ++i) {
-    std::uint64_t word;
-    std::memcpy(&word, bytes.data() + 8 * i, 8);
-    hash = (hash ^ word) * prime;
-  }
-  for (std::size_t i = 8 * words; i < bytes.size(); ++i)
-    hash = (hash ^ static_cast<std::uint64_t>(bytes[i])) * prime;
-  return hash;
-}
-
 inline std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
@@ -99,12 +84,6 @@ inline std::string read_file(const std::filesystem::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-inline std::string hex64(std::uint64_t value) {
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
-  return buffer;
 }
 
 // What identifies the network a state belongs to: per module its name, kind, R and the
@@ -314,7 +293,7 @@ inline void save_state(const std::filesystem::path& folder, const LoraNetwork& n
       const auto mapped = safetensors::MappedFile::open(staging.path() / file);
       json::Value record = json::Object{};
       record["bytes"] = mapped.bytes().size();
-      record["checksum"] = detail::hex64(detail::checksum(mapped.bytes()));
+      record["checksum"] = io::hex64(io::checksum(mapped.bytes()));
       files[file] = std::move(record);
     }
     manifest["files"] = std::move(files);
@@ -367,7 +346,7 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
       if (static_cast<std::int64_t>(mapped.bytes().size()) !=
           detail::member(record, "bytes", where).as_int())
         throw Error(path.string() + ": size differs from the manifest (truncated or corrupt)");
-      if (detail::hex64(detail::checksum(mapped.bytes())) !=
+      if (io::hex64(io::checksum(mapped.bytes())) !=
           detail::member(record, "checksum", where).as_string())
         throw Error(path.string() + ": checksum differs from the manifest (corrupt)");
     }

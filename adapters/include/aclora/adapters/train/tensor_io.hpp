@@ -69,28 +69,38 @@ inline c10::ScalarType torch_dtype(safetensors::Dtype dtype) {
   }
 }
 
+namespace detail {
+
+// `tensor` on the CPU, contiguous, with its bytes and shape (for the safetensors writer).
+struct HostBytes {
+  torch::Tensor host;
+  std::span<const std::byte> bytes;
+  std::vector<std::int64_t> shape;
+
+  explicit HostBytes(const torch::Tensor& tensor)
+      : host(tensor.detach().to(torch::kCPU).contiguous()),
+        bytes(static_cast<const std::byte*>(host.data_ptr()),
+              static_cast<std::size_t>(host.numel()) * host.element_size()),
+        shape(host.sizes().begin(), host.sizes().end()) {}
+};
+
+}  // namespace detail
+
 /// Adds `tensor` (any device; copied to the CPU, bytes as stored) to `writer` as `name`.
 inline void add_tensor(safetensors::Writer& writer, const std::string& name,
                        const torch::Tensor& tensor) {
-  const torch::Tensor host = tensor.detach().to(torch::kCPU).contiguous();
-  const auto* bytes = static_cast<const std::byte*>(host.data_ptr());
-  const std::size_t size = static_cast<std::size_t>(host.numel()) * host.element_size();
-  std::vector<std::int64_t> shape(host.sizes().begin(), host.sizes().end());
-  writer.add(name, safetensors_dtype(host.scalar_type()), std::move(shape),
-             std::span<const std::byte>(bytes, size));
+  detail::HostBytes data(tensor);
+  writer.add(name, safetensors_dtype(data.host.scalar_type()), std::move(data.shape), data.bytes);
 }
 
 /// Adds `tensor` without copying when it is a contiguous CPU tensor: `keep` receives the
 /// tensor whose bytes the writer refers to, and must hold it until the file is written.
 inline void add_tensor_view(safetensors::Writer& writer, const std::string& name,
                             const torch::Tensor& tensor, std::vector<torch::Tensor>& keep) {
-  const torch::Tensor host = tensor.detach().to(torch::kCPU).contiguous();
-  keep.push_back(host);
-  const auto* bytes = static_cast<const std::byte*>(host.data_ptr());
-  const std::size_t size = static_cast<std::size_t>(host.numel()) * host.element_size();
-  std::vector<std::int64_t> shape(host.sizes().begin(), host.sizes().end());
-  writer.add_view(name, safetensors_dtype(host.scalar_type()), std::move(shape),
-                  std::span<const std::byte>(bytes, size));
+  detail::HostBytes data(tensor);
+  keep.push_back(data.host);
+  writer.add_view(name, safetensors_dtype(data.host.scalar_type()), std::move(data.shape),
+                  data.bytes);
 }
 
 /// A CPU tensor holding a copy of `view`'s bytes, with its dtype and shape.
