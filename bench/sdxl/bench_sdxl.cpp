@@ -1,10 +1,12 @@
-// SDXL whole-model timings with random weights: one UNet forward, one LoRA training
-// step (forward + backward, gradient checkpointing, rank-r LoRA on every Transformer2D
-// linear), and a full sampling run (text encoders, Euler steps with guidance, VAE decode).
-// Prints a table and writes JSON.
+// SDXL whole-model timings with random weights: one UNet forward; per LoRA rank one training
+// step as aclora-sdxl train runs it (fp32 LoRA factors on every Transformer2D linear, the base
+// in --dtype, autocast to it, gradient checkpointing, AdamW step) and one AC-LoRA RESTART of
+// those factors (its share of an epoch of --epoch-steps steps); and a full sampling run (text
+// encoders, Euler steps with guidance, VAE decode). Prints a table and writes JSON.
 //
 //   bench_sdxl --out results.json [--device cuda] [--dtype bf16] [--size 1024]
-//              [--steps 30] [--rank 64] [--config DIR (diffusers folder: small models)]
+//              [--steps 30] [--ranks 64,128] [--epoch-steps 1000]
+//              [--config DIR (diffusers folder: small models)]
 //              --tokenizer bpe_simple_vocab_16e6.txt.gz|DIR
 #include <torch/torch.h>
 
@@ -22,7 +24,11 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <aclora/adapters/train/hook.hpp>
 #include <aclora/adapters/train/network.hpp>
+#include <sstream>
+
+#include "sdxl/autocast.hpp"
 #include "sdxl/lora.hpp"
 #include "sdxl/pipeline.hpp"
 
@@ -34,7 +40,8 @@ struct Options {
   std::string dtype = "fp32";
   int64_t size = 1024;
   int steps = 30;
-  int64_t rank = 64;
+  std::vector<int64_t> ranks{64};
+  int64_t epoch_steps = 1000;
   std::optional<std::string> config;
   std::string tokenizer;
 };
@@ -53,8 +60,13 @@ Options parse(int argc, char** argv) {
       options.size = std::stoll(value);
     else if (flag == "--steps")
       options.steps = std::stoi(value);
-    else if (flag == "--rank")
-      options.rank = std::stoll(value);
+    else if (flag == "--rank" || flag == "--ranks") {
+      options.ranks.clear();
+      std::stringstream list(value);
+      for (std::string item; std::getline(list, item, ',');)
+        options.ranks.push_back(std::stoll(item));
+    } else if (flag == "--epoch-steps")
+      options.epoch_steps = std::stoll(value);
     else if (flag == "--config")
       options.config = value;
     else if (flag == "--tokenizer")
@@ -154,28 +166,55 @@ int main(int argc, char** argv) try {
     models.unet->forward(sample, timestep, context, added);
   });
 
-  // 2. LoRA training step: frozen base, rank-r LoRAs (kohya's initialisation) on every
-  // Linear inside the Transformer2D blocks, injected as a trainer injects them.
-  aclora::train::LoraNetwork network;
-  aclora::train::InjectOptions inject;
-  inject.rank = options.rank;
-  inject.factors.dtype = dtype;
-  inject.naming = aclora::train::Naming::sdxl_unet();
-  network.inject(*models.unet, aclora::train::Targets::sdxl_unet_linear(), inject);
-  const int64_t lora_modules = static_cast<int64_t>(network.size());
-  const std::vector<torch::Tensor> lora_parameters = network.parameters();
-  models.unet->train();
-  models.unet->set_gradient_checkpointing(true);
-  const torch::Tensor target = torch::randn_like(sample);
-  const Measurement training = measure(device, 3, [&] {
-    const torch::Tensor prediction = models.unet->forward(sample, timestep, context, added);
-    torch::mse_loss(prediction.to(torch::kFloat32), target.to(torch::kFloat32)).backward();
-    for (auto parameter : lora_parameters)
-      parameter.mutable_grad() = torch::Tensor();
-  });
-  models.unet->set_gradient_checkpointing(false);
-  models.unet->eval();
-  network.remove();
+  // 2. Per rank: a training step as aclora-sdxl train runs it, and one RESTART.
+  struct RankResult {
+    int64_t rank = 0;
+    Measurement step;
+    double restart_seconds = 0.0;
+    double restart_share = 0.0;
+  };
+  std::vector<RankResult> rank_results;
+  int64_t lora_modules = 0;
+  const bool half = dtype != torch::kFloat32;
+  for (const int64_t rank : options.ranks) {
+    aclora::train::LoraNetwork network;
+    aclora::train::InjectOptions inject;
+    inject.rank = rank;
+    inject.naming = aclora::train::Naming::sdxl_unet();
+    network.inject(*models.unet, aclora::train::Targets::sdxl_unet_linear(), inject);
+    lora_modules = static_cast<int64_t>(network.size());
+    std::vector<torch::Tensor> lora_parameters = network.parameters();
+    torch::optim::AdamW optimizer(lora_parameters,
+                                  torch::optim::AdamWOptions(1e-4).weight_decay(1e-2));
+    models.unet->train();
+    models.unet->set_gradient_checkpointing(true);
+    const torch::Tensor target = torch::randn_like(sample);
+    RankResult result{rank};
+    result.step = measure(device, 3, [&] {
+      optimizer.zero_grad();
+      torch::Tensor prediction;
+      {
+        std::optional<sdxl::AutocastScope> autocast;
+        if (half)
+          autocast.emplace(sdxl::AutocastState::on(device.is_cuda(), dtype));
+        prediction = models.unet->forward(sample, timestep, context, added);
+      }
+      torch::mse_loss(prediction.to(torch::kFloat32), target.to(torch::kFloat32)).backward();
+      torch::nn::utils::clip_grad_norm_(lora_parameters, 1.0);
+      optimizer.step();
+    });
+    aclora::train::HookOptions hook_options;
+    hook_options.schedule = {100, 10};
+    aclora::train::RestartHook hook(network, &optimizer, hook_options);
+    synchronize(device);
+    result.restart_seconds = hook.end_epoch(0, 0.1)->seconds;
+    result.restart_share =
+        result.restart_seconds / (result.step.seconds * static_cast<double>(options.epoch_steps));
+    rank_results.push_back(result);
+    models.unet->set_gradient_checkpointing(false);
+    models.unet->eval();
+    network.remove();
+  }
 
   // 3. Sampling: prompt encoding, Euler steps with guidance 5, VAE decode.
   sdxl::PipelineOptions pipeline_options;
@@ -203,23 +242,30 @@ int main(int argc, char** argv) try {
   });
 
   const auto parameters = sdxl::count_parameters(*models.unet);
-  std::printf("SDXL %s %s, %lldx%lld, UNet %lld parameters, LoRA rank %lld on %lld linears\n",
+  std::printf("SDXL %s %s, %lldx%lld, UNet %lld parameters, LoRA on %lld linears\n",
               options.device.c_str(), options.dtype.c_str(), static_cast<long long>(options.size),
               static_cast<long long>(options.size), static_cast<long long>(parameters),
-              static_cast<long long>(options.rank), static_cast<long long>(lora_modules));
+              static_cast<long long>(lora_modules));
   std::printf("%-40s %10s %12s\n", "measurement", "seconds", "peak GiB");
-  const std::vector<std::pair<std::string, Measurement>> rows = {
-      {"unet_forward", forward},
-      {"lora_train_step_checkpointed", training},
-      {"sample_" + std::to_string(options.steps) + "_steps_cfg5_with_decode", sampling}};
+  std::vector<std::pair<std::string, Measurement>> rows = {{"unet_forward", forward}};
+  for (const RankResult& result : rank_results)
+    rows.push_back({"train_step_rank" + std::to_string(result.rank), result.step});
+  rows.push_back({"sample_" + std::to_string(options.steps) + "_steps_cfg5_with_decode", sampling});
   std::ofstream json(options.out);
   json << "{\n  \"device\": \"" << options.device << "\", \"dtype\": \"" << options.dtype
-       << "\", \"size\": " << options.size << ", \"lora_rank\": " << options.rank
-       << ", \"lora_modules\": " << lora_modules << ", \"unet_parameters\": " << parameters;
+       << "\", \"size\": " << options.size << ", \"lora_modules\": " << lora_modules
+       << ", \"unet_parameters\": " << parameters << ", \"epoch_steps\": " << options.epoch_steps;
   for (const auto& [name, value] : rows) {
     std::printf("%-40s %10.3f %12.2f\n", name.c_str(), value.seconds, value.peak_gib);
     json << ",\n  \"" << name << "\": {\"seconds\": " << value.seconds
          << ", \"peak_gib\": " << value.peak_gib << "}";
+  }
+  for (const RankResult& result : rank_results) {
+    std::printf("restart rank %-27lld %10.3f   (%.4f %% of an epoch of %lld steps)\n",
+                static_cast<long long>(result.rank), result.restart_seconds,
+                100.0 * result.restart_share, static_cast<long long>(options.epoch_steps));
+    json << ",\n  \"restart_rank" << result.rank << "\": {\"seconds\": " << result.restart_seconds
+         << ", \"share_of_epoch\": " << result.restart_share << "}";
   }
   json << "\n}\n";
   return json ? 0 : 1;

@@ -1,50 +1,28 @@
 // aclora-sdxl: the SDXL example's command line.
 //   aclora-sdxl sample --model PATH --prompt TEXT [options] -o out.png
+//   aclora-sdxl train --model PATH --data DIR -o OUT_DIR [options]
 #include <aclora/adapters/lora/open.hpp>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <iostream>
-#include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "aclora_cli.hpp"
 #include "sdxl/image.hpp"
 #include "sdxl/lora.hpp"
 #include "sdxl/pipeline.hpp"
+#include "train_command.hpp"
 
 namespace {
 
-constexpr const char* kUsage =
-    R"(usage: aclora-sdxl sample --model PATH --prompt TEXT -o OUT.png [options]
+namespace cli = aclora::cli;
 
-Generates an image with SDXL (Euler sampler, classifier-free guidance).
-
-  --model PATH          diffusers folder or single-file .safetensors checkpoint
-  --prompt TEXT         what to draw
-  --negative TEXT       negative prompt (default: none, all-zero negative conditioning)
-  --steps N             sampling steps (default 30)
-  --cfg G               guidance scale (default 5; <= 1 disables guidance)
-  --seed S              initial noise seed (default 0): same seed, same image
-  --size WxH            image size, multiples of 8 (default 1024x1024)
-  --lora FILE[:SCALE]   apply a kohya / diffusers / PEFT LoRA (repeatable; SCALE default 1)
-  --lora-mode MODE      merge (default) or runtime
-  --config DIR          diffusers folder whose config.json files describe a single-file model
-  --tokenizer PATH      diffusers folder with tokenizer/ and tokenizer_2/, or
-                        bpe_simple_vocab_16e6.txt.gz (default: the model or --config folder)
-  --device DEV          cpu (default) or cuda
-  --dtype T             fp32 (default on cpu), bf16 (default on cuda) or fp16
-  --fp16-variant        read *.fp16.safetensors files of a diffusers folder
-  -o, --output FILE     PNG to write
-  -h, --help            this text
-)";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+constexpr const char* kProgram = "aclora-sdxl";
 
 struct LoraRequest {
   std::string path;
@@ -60,125 +38,98 @@ struct Arguments {
   std::optional<std::string> dtype;
   bool fp16_variant = false;
   std::string lora_mode = "merge";
+  std::vector<std::string> lora_texts;
   std::vector<LoraRequest> loras;
+  std::string size = "1024x1024";
   sdxl::SampleOptions sample;
 };
 
-double parse_number(const std::string& flag, const std::string& text) {
-  try {
-    std::size_t used = 0;
-    const double value = std::stod(text, &used);
-    if (used == text.size())
-      return value;
-  } catch (const std::exception&) {
-  }
-  throw UsageError(flag + ": not a number: '" + text + "'");
-}
-
-std::int64_t parse_integer(const std::string& flag, const std::string& text) {
-  const double value = parse_number(flag, text);
-  if (value != static_cast<double>(static_cast<std::int64_t>(value)) || value < 0) {
-    throw UsageError(flag + ": not a non-negative integer: '" + text + "'");
-  }
-  return static_cast<std::int64_t>(value);
-}
-
+// FILE[:SCALE]; a path may itself contain ':', so only a numeric tail is a scale.
 LoraRequest parse_lora(const std::string& text) {
-  // FILE[:SCALE]; a path may itself contain ':', so only a numeric tail is a scale.
   const auto colon = text.rfind(':');
   if (colon != std::string::npos && colon + 1 < text.size()) {
     try {
-      std::size_t used = 0;
-      const std::string tail = text.substr(colon + 1);
-      const double scale = std::stod(tail, &used);
-      if (used == tail.size())
-        return {text.substr(0, colon), scale};
-    } catch (const std::exception&) {
+      return {text.substr(0, colon), cli::parse_real("--lora", text.substr(colon + 1))};
+    } catch (const cli::UsageError&) {
+      // not a number: part of the path
     }
   }
   return {text, 1.0};
 }
 
-Arguments parse(int argc, char** argv) {
-  if (argc < 2)
-    throw UsageError("missing command");
-  const std::string command = argv[1];
-  if (command == "-h" || command == "--help") {
-    std::cout << kUsage;
-    std::exit(0);
-  }
-  if (command != "sample")
-    throw UsageError("unknown command '" + command + "'");
-  Arguments args;
-  bool have_prompt = false;
-  for (int i = 2; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "-h" || flag == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    }
-    if (flag == "--fp16-variant") {
-      args.fp16_variant = true;
-      continue;
-    }
-    if (i + 1 >= argc)
-      throw UsageError(flag + ": missing value");
-    const std::string value = argv[++i];
-    if (flag == "--model") {
-      args.model = value;
-    } else if (flag == "--prompt") {
-      args.sample.prompt = value;
-      have_prompt = true;
-    } else if (flag == "--negative") {
-      args.sample.negative = value;
-    } else if (flag == "--steps") {
-      args.sample.steps = static_cast<int>(parse_integer(flag, value));
-    } else if (flag == "--cfg") {
-      args.sample.guidance = parse_number(flag, value);
-    } else if (flag == "--seed") {
-      args.sample.seed = static_cast<std::uint64_t>(parse_integer(flag, value));
-    } else if (flag == "--size") {
-      const auto x = value.find('x');
-      if (x == std::string::npos)
-        throw UsageError("--size: expected WxH, got '" + value + "'");
-      args.sample.width = parse_integer(flag, value.substr(0, x));
-      args.sample.height = parse_integer(flag, value.substr(x + 1));
-    } else if (flag == "--lora") {
-      args.loras.push_back(parse_lora(value));
-    } else if (flag == "--lora-mode") {
-      if (value != "merge" && value != "runtime") {
-        throw UsageError("--lora-mode: expected merge or runtime, got '" + value + "'");
-      }
-      args.lora_mode = value;
-    } else if (flag == "--config") {
-      args.config = value;
-    } else if (flag == "--tokenizer") {
-      args.tokenizer = value;
-    } else if (flag == "--device") {
-      if (value != "cpu" && value != "cuda") {
-        throw UsageError("--device: expected cpu or cuda, got '" + value + "'");
-      }
-      args.device = value;
-    } else if (flag == "--dtype") {
-      if (value != "fp32" && value != "bf16" && value != "fp16") {
-        throw UsageError("--dtype: expected fp32, bf16 or fp16, got '" + value + "'");
-      }
-      args.dtype = value;
-    } else if (flag == "-o" || flag == "--output") {
-      args.output = value;
-    } else {
-      throw UsageError("unknown option '" + flag + "'");
-    }
-  }
-  if (args.model.empty())
-    throw UsageError("--model is required");
-  if (!have_prompt)
-    throw UsageError("--prompt is required");
-  if (args.output.empty())
-    throw UsageError("-o OUT.png is required");
-  if (args.sample.steps < 1)
-    throw UsageError("--steps must be at least 1");
-  return args;
+// "WxH", both whole numbers >= 1.
+void parse_size(const std::string& text, sdxl::SampleOptions& sample) {
+  const auto x = text.find('x');
+  if (x == std::string::npos)
+    throw cli::UsageError("--size: expected WxH (e.g. 1024x1024), got '" + text + "'");
+  sample.width = cli::parse_whole<std::int64_t>("--size (width)", text.substr(0, x), 1);
+  sample.height = cli::parse_whole<std::int64_t>("--size (height)", text.substr(x + 1), 1);
+}
+
+void build(CLI::App& app, Arguments& args, sdxl_app::TrainArguments& train) {
+  cli::configure(app, kProgram);
+  app.description(
+      "SDXL in LibTorch: LoRA training with AC-LoRA, and text to image with the Euler sampler "
+      "and classifier-free guidance. Exit status: 0 done, 1 error (one line, no output file), "
+      "2 bad command line, 130 training interrupted (state saved).");
+  CLI::App* sample = app.add_subcommand(
+      "sample", "generate an image (Euler sampler, classifier-free guidance) and write a PNG");
+  sample
+      ->add_option("--model", args.model, "diffusers folder or single-file .safetensors checkpoint")
+      ->type_name("PATH")
+      ->required();
+  sample->add_option("--prompt", args.sample.prompt, "what to draw")->type_name("TEXT")->required();
+  sample
+      ->add_option("--negative", args.sample.negative,
+                   "negative prompt (default: none, all-zero negative conditioning)")
+      ->type_name("TEXT");
+  cli::add_whole(*sample, "--steps", args.sample.steps, "sampling steps (default 30)", 1);
+  cli::add_real(*sample, "--cfg", args.sample.guidance,
+                "guidance scale (default 5; <= 1 disables guidance)", false, "G");
+  cli::add_whole(*sample, "--seed", args.sample.seed,
+                 "initial noise seed, 0 to 2^64-1 (default 0): same seed, same image", 0,
+                 std::numeric_limits<std::uint64_t>::max(), "S");
+  sample->add_option("--size", args.size, "image size, multiples of 8 (default 1024x1024)")
+      ->type_name("WxH");
+  sample
+      ->add_option("--lora", args.lora_texts,
+                   "apply a kohya / diffusers / PEFT LoRA (repeatable; SCALE default 1)")
+      ->type_name("FILE[:SCALE]")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->expected(1)
+      ->allow_extra_args(false);
+  sample->add_option("--lora-mode", args.lora_mode, "merge (default) or runtime")
+      ->type_name("MODE")
+      ->check(CLI::IsMember({"merge", "runtime"}));
+  sample
+      ->add_option("--config", args.config,
+                   "diffusers folder whose config.json files (and scheduler config) describe a "
+                   "single-file model")
+      ->type_name("DIR");
+  sample
+      ->add_option("--tokenizer", args.tokenizer,
+                   "diffusers folder with tokenizer/ and tokenizer_2/, or "
+                   "bpe_simple_vocab_16e6.txt.gz (default: the model or --config folder)")
+      ->type_name("PATH");
+  sample->add_option("--device", args.device, "cpu (default) or cuda")
+      ->type_name("DEV")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  sample->add_option("--dtype", args.dtype, "fp32 (default on cpu), bf16 (default on cuda) or fp16")
+      ->type_name("T")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  sample->add_flag("--fp16-variant", args.fp16_variant,
+                   "read *.fp16.safetensors files of a diffusers folder");
+  sample->add_option("-o,--output", args.output, "PNG to write")->type_name("FILE")->required();
+  sample->footer(
+      "Tokenizer: a diffusers folder's tokenizer/ and tokenizer_2/ (vocab.json + merges.txt, or "
+      "the tokenizer.json that transformers 5 writes). A single-file checkpoint has none: give "
+      "--tokenizer with a diffusers SDXL folder or open_clip's bpe_simple_vocab_16e6.txt.gz (in "
+      "the open_clip_torch package; a copy is tests/fixtures/tokenizer/ of this repository).\n"
+      "Scheduler: the folder's scheduler/scheduler_config.json (epsilon, v_prediction or sample; "
+      "leading, trailing or linspace spacing; ...), else SDXL base's; settings the sampler "
+      "cannot follow are refused.");
+  sdxl_app::add_train_command(app, train);
+  app.footer("Run 'aclora-sdxl sample --help' or 'aclora-sdxl train --help' for the options.");
 }
 
 torch::Dtype dtype_of(const Arguments& args) {
@@ -214,12 +165,20 @@ int run(const Arguments& args) {
   if (args.tokenizer)
     options.tokenizer = *args.tokenizer;
 
-  // Every LoRA file is read and checked before the model is loaded.
+  // Every LoRA file and the scheduler config are read and checked before the model is loaded.
   std::vector<aclora::lora::LoraFile> loras;
   for (const auto& request : args.loras)
     loras.push_back(aclora::lora::open_lora(request.path));
+  options.scheduler = sdxl::scheduler_of(args.model, options.load.config_folder);
+  try {
+    sdxl::euler_plan(*options.scheduler, args.sample.steps);  // --steps within the schedule
+  } catch (const std::invalid_argument& error) {
+    throw cli::UsageError(std::string("--steps: ") + error.what());
+  }
 
   sdxl::SdxlPipeline pipeline = sdxl::SdxlPipeline::load(args.model, options);
+  std::fprintf(stderr, "scheduler: %s: %s\n", pipeline.scheduler().source.c_str(),
+               pipeline.scheduler().describe().c_str());
   for (std::size_t i = 0; i < loras.size(); ++i) {
     const sdxl::LoraTargets targets{pipeline.models().unet, pipeline.models().text_encoder,
                                     pipeline.models().text_encoder_2};
@@ -250,24 +209,41 @@ int run(const Arguments& args) {
                static_cast<long long>(args.sample.width),
                static_cast<long long>(args.sample.height),
                static_cast<unsigned long long>(args.sample.seed));
-  return 0;
+  return cli::kExitSuccess;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app;
+  Arguments args;
+  sdxl_app::TrainArguments train;
+  build(app, args, train);
+  if (const auto status =
+          cli::parse(app, std::vector<std::string>(argv + 1, argv + argc), std::cout, std::cerr))
+    return *status;
+  if (cli::selected_subcommand(app) == nullptr)
+    return cli::report_usage_error(std::cerr, kProgram,
+                                   "no command given (the commands are sample and train)");
+  const std::string context = cli::command_name(app);
+  const bool training = cli::selected_subcommand(app)->get_name() == "train";
   try {
-    return run(parse(argc, argv));
-  } catch (const UsageError& error) {
-    std::fprintf(stderr, "aclora-sdxl: %s (see aclora-sdxl --help)\n", error.what());
-    return 2;
+    if (!training)
+      parse_size(args.size, args.sample);
+    for (const auto& text : args.lora_texts)
+      args.loras.push_back(parse_lora(text));
+  } catch (const cli::UsageError& error) {
+    return cli::report_usage_error(std::cerr, context, error.what());
+  }
+  try {
+    return training ? sdxl_app::run_train(train) : run(args);
+  } catch (const cli::UsageError& error) {
+    return cli::report_usage_error(std::cerr, context, error.what());
   } catch (const std::exception& error) {
     std::string message = error.what();
-    // LibTorch errors carry a C++ backtrace after the first line; keep one line.
-    if (const auto newline = message.find('\n'); newline != std::string::npos) {
+    // LibTorch errors carry a C++ backtrace after the first line; keep the first.
+    if (const auto newline = message.find('\n'); newline != std::string::npos)
       message.resize(newline);
-    }
-    std::fprintf(stderr, "aclora-sdxl: %s\n", message.c_str());
-    return 1;
+    return cli::report_failure(std::cerr, kProgram, message);
   }
 }

@@ -2,6 +2,8 @@
 // gradient checkpoint, in one translation unit to keep LibTorch compiles few.
 #include "sdxl/blocks.hpp"
 
+#include "sdxl/autocast.hpp"
+
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 #include <torch/nn/init.h>
@@ -146,54 +148,6 @@ using BlockFunction = std::function<torch::Tensor(const torch::Tensor&, const to
 struct FunctionHolder : torch::CustomClassHolder {
   explicit FunctionHolder(BlockFunction f) : fn(std::move(f)) {}
   BlockFunction fn;
-};
-
-// The autocast switches of CPU and CUDA, captured in forward and re-established
-// for the recomputation in backward. LibTorch 2.4 replaced the per-device
-// functions with ones taking the device type.
-struct AutocastState {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  static AutocastState current() {
-    return {at::autocast::is_autocast_enabled(at::kCPU), at::autocast::get_autocast_dtype(at::kCPU),
-            at::autocast::is_autocast_enabled(at::kCUDA),
-            at::autocast::get_autocast_dtype(at::kCUDA)};
-  }
-  void apply() const {
-    at::autocast::set_autocast_enabled(at::kCPU, cpu_enabled);
-    at::autocast::set_autocast_dtype(at::kCPU, cpu_dtype);
-    at::autocast::set_autocast_enabled(at::kCUDA, gpu_enabled);
-    at::autocast::set_autocast_dtype(at::kCUDA, gpu_dtype);
-  }
-#else
-  static AutocastState current() {
-    return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype(),
-            at::autocast::is_enabled(), at::autocast::get_autocast_gpu_dtype()};
-  }
-  void apply() const {
-    at::autocast::set_cpu_enabled(cpu_enabled);
-    at::autocast::set_autocast_cpu_dtype(cpu_dtype);
-    at::autocast::set_enabled(gpu_enabled);
-    at::autocast::set_autocast_gpu_dtype(gpu_dtype);
-  }
-#endif
-  bool cpu_enabled;
-  at::ScalarType cpu_dtype;
-  bool gpu_enabled;
-  at::ScalarType gpu_dtype;
-};
-
-// Sets an autocast state until the end of the scope.
-class AutocastScope {
- public:
-  explicit AutocastScope(const AutocastState& wanted) : saved_(AutocastState::current()) {
-    wanted.apply();
-  }
-  ~AutocastScope() { saved_.apply(); }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  AutocastState saved_;
 };
 
 class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {

@@ -2,6 +2,7 @@
 #include "sdxl/checkpoint.hpp"
 
 #include <aclora/adapters/json.hpp>
+#include <aclora/adapters/train/tensor_io.hpp>
 
 #include <algorithm>
 #include <array>
@@ -75,18 +76,6 @@ torch::Dtype torch_dtype_of(const st::TensorView& view, const std::string& where
   }
 }
 
-// A CPU tensor over the file's bytes (copied when misaligned for the dtype).
-torch::Tensor source_tensor(const st::TensorView& view, torch::Dtype dtype) {
-  const std::size_t element = st::dtype_size(view.dtype);
-  void* data = const_cast<std::byte*>(view.bytes.data());
-  if (reinterpret_cast<std::uintptr_t>(data) % element == 0) {
-    return torch::from_blob(data, view.shape, torch::TensorOptions().dtype(dtype));
-  }
-  torch::Tensor copy = torch::empty(view.shape, torch::TensorOptions().dtype(dtype));
-  std::memcpy(copy.data_ptr(), view.bytes.data(), view.bytes.size());
-  return copy;
-}
-
 // One parameter and the file tensor that fills it.
 struct Assignment {
   std::string model_key;
@@ -102,7 +91,6 @@ void assign_parameters(torch::nn::Module& model, const std::vector<Assignment>& 
                        const std::map<std::string, std::string>& expected_file_keys) {
   auto parameters = model.named_parameters();
   std::map<std::string, const Assignment*> by_parameter;
-  std::vector<torch::Dtype> dtypes;
   for (const Assignment& a : assignments) {
     const torch::Tensor* parameter = parameters.find(a.model_key);
     if (parameter == nullptr) {
@@ -127,7 +115,7 @@ void assign_parameters(torch::nn::Module& model, const std::vector<Assignment>& 
                             " (a checkpoint of another architecture? for a single file, give "
                             "the matching configs with a config folder)");
     }
-    dtypes.push_back(torch_dtype_of(*a.view, a.file_label));
+    torch_dtype_of(*a.view, a.file_label);  // F16, BF16, F32 or F64, else a clear error
   }
   for (const auto& item : parameters) {
     if (by_parameter.count(item.key()) == 0) {
@@ -142,7 +130,7 @@ void assign_parameters(torch::nn::Module& model, const std::vector<Assignment>& 
   for (std::size_t i = 0; i < assignments.size(); ++i) {
     const Assignment& a = assignments[i];
     torch::Tensor& parameter = *parameters.find(a.model_key);
-    parameter.copy_(source_tensor(*a.view, dtypes[i]).reshape(parameter.sizes()));
+    parameter.copy_(aclora::train::tensor_view(*a.view).reshape(parameter.sizes()));
   }
 }
 

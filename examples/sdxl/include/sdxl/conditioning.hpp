@@ -67,6 +67,9 @@ class SdxlTextConditioner {
   const ClipTokenizer& tokenizer(int index) const;
   /// Text encoder 1 or 2 (index 0 or 1). @throws std::invalid_argument otherwise.
   ClipTextModel encoder(int index) const;
+  /// Drops this object's references to both text encoders (their memory is freed when no
+  /// one else holds them); encode() then throws. The tokenizers stay.
+  void release_encoders() { encoders_[0] = encoders_[1] = ClipTextModel(nullptr); }
 
  private:
   std::shared_ptr<const ClipTokenizer> tokenizers_[2];

@@ -1,6 +1,7 @@
 /// @file pipeline.hpp
 /// @brief Text-to-image sampling with the loaded SDXL models: prompt conditioning,
-/// seeded initial noise, Euler steps with classifier-free guidance, VAE decoding.
+/// seeded initial noise, Euler steps with classifier-free guidance on the model's schedule,
+/// VAE decoding.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "sdxl/checkpoint.hpp"
 #include "sdxl/conditioning.hpp"
 #include "sdxl/sampler.hpp"
+#include "sdxl/scheduler.hpp"
 #include "sdxl/tokenizer.hpp"
 
 namespace sdxl {
@@ -22,6 +24,9 @@ struct PipelineOptions {
   /// A diffusers folder holding tokenizer/ and tokenizer_2/, or a CLIP
   /// bpe_simple_vocab_16e6.txt.gz. Default: the model folder, else load.config_folder.
   std::optional<std::filesystem::path> tokenizer;
+  /// The sampler's schedule. Default: scheduler_of(model, load.config_folder), i.e. the
+  /// folder's scheduler/scheduler_config.json, else SDXL base's.
+  std::optional<SchedulerConfig> scheduler;
 };
 
 /// One sampling request.
@@ -38,13 +43,16 @@ struct SampleOptions {
 /// The SDXL text-to-image pipeline.
 class SdxlPipeline {
  public:
-  /// Loads a diffusers folder or a single-file checkpoint and the two tokenizers.
-  /// @throws WeightLoadError, TokenizerError or std::runtime_error naming the file.
+  /// Loads a diffusers folder or a single-file checkpoint, the two tokenizers and the
+  /// scheduler configuration.
+  /// @throws WeightLoadError, TokenizerError, SchedulerConfigError or std::runtime_error
+  ///         naming the file.
   static SdxlPipeline load(const std::filesystem::path& model, const PipelineOptions& options);
 
-  /// A pipeline over already loaded parts (all four models must be present).
+  /// A pipeline over already loaded parts (all four models must be present) and the
+  /// sampler's schedule (default SDXL base's).
   SdxlPipeline(SdxlModels models, std::shared_ptr<const ClipTokenizer> tokenizer_1,
-               std::shared_ptr<const ClipTokenizer> tokenizer_2);
+               std::shared_ptr<const ClipTokenizer> tokenizer_2, SchedulerConfig scheduler = {});
 
   /// Unit-variance initial noise [1, 4, height / f, width / f] (f = the VAE's
   /// downscale factor, 8 for SDXL), drawn on the CPU from `seed` in fp32 (so it does
@@ -61,10 +69,23 @@ class SdxlPipeline {
 
   /// The models (to apply LoRAs, say).
   SdxlModels& models() { return models_; }
+  /// The tokenizers and text encoders (to encode captions for training, say).
+  const SdxlTextConditioner& conditioner() const { return conditioner_; }
+  /// The sampler's schedule.
+  const SchedulerConfig& scheduler() const { return scheduler_; }
+  /// Frees the VAE and both text encoders (a trainer whose latents and text embeddings are
+  /// cached needs only the UNet); sampling, decoding and encoding then throw.
+  void release_vae_and_text_encoders() {
+    models_.vae = AutoencoderKL(nullptr);
+    models_.text_encoder = ClipTextModel(nullptr);
+    models_.text_encoder_2 = ClipTextModel(nullptr);
+    conditioner_.release_encoders();
+  }
 
  private:
   SdxlModels models_;
   SdxlTextConditioner conditioner_;
+  SchedulerConfig scheduler_;
 };
 
 }  // namespace sdxl

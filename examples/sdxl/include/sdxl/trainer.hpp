@@ -1,0 +1,83 @@
+/// @file trainer.hpp
+/// `aclora-sdxl train`: an SDXL LoRA trained with AC-LoRA in the loop, on sd-scripts' data
+/// layout, with the toolkit's RESTART hook, states, metrics, TensorBoard and rank picture.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sdxl/dataset.hpp"
+#include "sdxl/training_step.hpp"
+
+namespace sdxl {
+
+/// Every setting of a training run (the command's options).
+struct TrainOptions {
+  std::filesystem::path model;                     ///< diffusers folder or single-file checkpoint
+  std::optional<std::filesystem::path> tokenizer;  ///< as for sampling
+  std::optional<std::filesystem::path> config_folder;   ///< configs for a single file
+  std::optional<std::filesystem::path> data;            ///< a folder (N_name/ sub-folders)
+  std::optional<std::filesystem::path> dataset_config;  ///< or an sd-scripts dataset TOML
+  std::filesystem::path output;  ///< the run's folder (LoRA files, metrics, states, samples)
+  std::optional<std::filesystem::path> cache_dir;          ///< default: OUTPUT/cache
+  MissingCaption caption_missing = MissingCaption::error;  ///< images without captions
+  DatasetConfig data_defaults;  ///< resolution, buckets, batch size, caption options
+
+  std::string targets = "linear";   ///< attn | linear | linear+conv (UNet LoRA targets)
+  int64_t conv_rank = 0;            ///< rank of 3x3 conv LoRAs (linear+conv; 0: --rank)
+  bool train_text_encoder = false;  ///< LoRAs on both text encoders too
+  int64_t rank = 64;                ///< R, the maximum rank
+  double alpha = 0.0;               ///< kohya alpha; 0: alpha = R
+  double dropout = 0.0;             ///< LoRA dropout
+
+  double lr = 1e-4;                       ///< AdamW learning rate
+  double weight_decay = 1e-2;             ///< AdamW weight decay
+  std::string lr_scheduler = "constant";  ///< constant | constant_with_warmup | linear | cosine
+  int64_t lr_warmup_steps = 0;            ///< optimizer steps of warmup
+  double max_grad_norm = 1.0;             ///< clip the LoRA gradients' norm (0: off)
+  int64_t grad_accum = 1;                 ///< micro-batches per optimizer step
+  int epochs = 100;                       ///< N
+  int restart_every = 10;                 ///< E
+  bool fixed_rank = false;                ///< plain LoRA: no RESTART
+  uint64_t seed = 0;                      ///< everything random follows from it
+  LossOptions loss;                       ///< min-SNR, noise offset, timestep range
+  /// What the UNet learns to predict; default: the scheduler config's prediction_type
+  /// (as diffusers' scripts), so loss.target is set by train().
+  std::optional<PredictionTarget> prediction;
+  std::string mixed_precision = "no";   ///< no | fp16 | bf16
+  bool gradient_checkpointing = false;  ///< recompute blocks in backward
+  std::string device = "cpu";           ///< cpu | cuda | cuda:N
+
+  std::optional<std::filesystem::path> sample_prompts;  ///< sd-scripts prompt file
+  int sample_every_n_epochs = 0;  ///< 0: samples only at the end when prompts given
+  double validation_split = 0.0;  ///< share of images held out for validation
+  std::optional<std::filesystem::path> validation_dir;  ///< or a separate folder
+  int save_every_n_epochs = 0;          ///< LoRA files during training (0: only the last)
+  bool save_state = true;               ///< training states for resume
+  bool resume = false;                  ///< continue OUTPUT's newest state
+  std::string format = "kohya";         ///< kohya | diffusers | peft
+  std::string save_precision = "fp16";  ///< fp32 | fp16 | bf16
+  bool progress = true;                 ///< progress bar on stderr
+};
+
+/// How a run ended.
+struct TrainResult {
+  int epochs = 0;                  ///< epochs completed
+  int64_t steps = 0;               ///< optimizer steps
+  bool interrupted = false;        ///< stopped by Ctrl-C (a state was saved)
+  std::filesystem::path lora;      ///< the final LoRA file (or folder)
+  std::vector<std::size_t> ranks;  ///< K per module of the final file
+  std::size_t modules = 0;         ///< LoRA modules
+};
+
+/// Runs a training. Every image is checked and every cache built before the first step;
+/// `log` receives progress lines.
+/// @throws DatasetError, std::invalid_argument (bad options, naming them), WeightLoadError,
+/// aclora::train::Error (states, files), aclora::Error (a RESTART).
+TrainResult train(const TrainOptions& options, const std::function<void(const std::string&)>& log);
+
+}  // namespace sdxl

@@ -1,0 +1,194 @@
+// The SDXL trainer (sdxl/trainer.hpp) end to end on the tiny model and the tiny training set
+// (tests/fixtures/sdxl/train_data, made by make_train_data.py): restarts on schedule, the fit
+// improves, the exported file holds the last RESTART's ranks, caches are reused, resume.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <aclora/adapters/json/parse.hpp>
+#include <aclora/adapters/lora/open.hpp>
+#include <aclora/adapters/safetensors.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+#include "reference_fixtures.hpp"
+#include "scratch_dir.hpp"
+#include "sdxl/trainer.hpp"
+#include "trainer_fixture.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using aclora::json::Value;
+
+std::vector<Value> records(const fs::path& path) {
+  std::vector<Value> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    out.push_back(aclora::json::parse(line));
+  return out;
+}
+
+}  // namespace
+
+// Four epochs, a RESTART every 2: RESTARTs after epochs 0 and 2, the validation loss (fixed
+// noise and timesteps) falls, the kohya file holds every module at the last RESTART's K with
+// sd-scripts' metadata, and the rank picture and TensorBoard files exist. A second start
+// resumes the finished run and writes the same LoRA.
+TEST(Trainer, ShortRunRestartsAndExportsAtTheChosenRanks) {
+  const aclora::test::ScratchDir scratch;
+  const auto options = sdxl_test::tiny_train_options(scratch.path());
+  std::vector<std::string> lines;
+  const sdxl::TrainResult result =
+      sdxl::train(options, [&](const std::string& line) { lines.push_back(line); });
+  EXPECT_EQ(result.epochs, 4);
+  EXPECT_EQ(result.steps, 4 * 8);  // 8 images x 4 repeats / batch 4
+  EXPECT_EQ(result.modules, 132u);
+
+  std::vector<int64_t> restart_epochs;
+  std::vector<double> validation;
+  std::map<std::string, int64_t> last_ranks;
+  for (const Value& record : records(scratch / "metrics.jsonl")) {
+    const std::string type = record.find("type")->as_string();
+    if (type == "restart") {
+      restart_epochs.push_back(record.find("epoch")->as_int());
+      last_ranks.clear();
+      for (const Value& module : record.find("modules")->as_array())
+        last_ranks[module.find("name")->as_string()] = module.find("K")->as_int();
+    } else if (type == "epoch") {
+      validation.push_back(record.find("validation_loss")->as_double());
+    }
+  }
+  EXPECT_EQ(restart_epochs, (std::vector<int64_t>{0, 2}));
+  ASSERT_EQ(validation.size(), 4u);
+  EXPECT_LT(validation.back(), validation.front());
+
+  const auto file = aclora::lora::open_lora(result.lora);
+  ASSERT_EQ(file.modules.size(), 132u);
+  for (const auto& module : file.modules)
+    EXPECT_EQ(static_cast<int64_t>(module.rank), last_ranks.at(module.name)) << module.name;
+  EXPECT_EQ(file.metadata.at("ss_base_model_version"), "sdxl_base_v1-0");
+  EXPECT_EQ(file.metadata.at("ss_num_epochs"), "4");
+  EXPECT_EQ(file.metadata.at("ss_steps"), "32");
+  EXPECT_NE(file.metadata.at("ss_tag_frequency").find("shapestyle"), std::string::npos);
+  EXPECT_TRUE(fs::exists(scratch / "ranks.png"));
+  EXPECT_FALSE(fs::is_empty(scratch / "tensorboard"));
+
+  auto again = options;
+  again.resume = true;
+  const auto resumed = sdxl::train(again, [](const std::string&) {});
+  EXPECT_EQ(resumed.steps, result.steps);
+  EXPECT_EQ(resumed.ranks, result.ranks);
+}
+
+// The caches: a second run reuses every latent and caption; a changed image is encoded again.
+TEST(Trainer, CachesAreReusedAndInvalidated) {
+  const aclora::test::ScratchDir scratch;
+  fs::copy(sdxl_test::sdxl_fixtures() / "train_data", scratch / "data",
+           fs::copy_options::recursive);
+  auto options = sdxl_test::tiny_train_options(scratch / "run1");
+  options.data = scratch / "data";
+  options.validation_dir.reset();
+  options.epochs = 1;
+  options.cache_dir = scratch / "cache";
+  std::vector<std::string> first, second, third;
+  sdxl::train(options, [&](const std::string& line) { first.push_back(line); });
+  options.output = scratch / "run2";
+  sdxl::train(options, [&](const std::string& line) { second.push_back(line); });
+  const auto line_with = [](const std::vector<std::string>& lines, const std::string& start) {
+    for (const auto& line : lines)
+      if (line.rfind(start, 0) == 0)
+        return line;
+    return std::string();
+  };
+  EXPECT_EQ(line_with(first, "latents:"), "latents: 0 reused, 8 computed");
+  EXPECT_EQ(line_with(second, "latents:"), "latents: 8 reused, 0 computed");
+  EXPECT_EQ(line_with(second, "text:"), "text: 9 reused, 0 computed");  // 8 captions and ""
+  fs::copy_file(sdxl_test::sdxl_fixtures() / "train_data" / "4_shapes" / "01_blue_square.png",
+                scratch / "data" / "4_shapes" / "00_red_circle.png",
+                fs::copy_options::overwrite_existing);
+  options.output = scratch / "run3";
+  sdxl::train(options, [&](const std::string& line) { third.push_back(line); });
+  EXPECT_EQ(line_with(third, "latents:"), "latents: 7 reused, 1 computed");
+}
+
+namespace {
+
+// Starts train_child with `arguments`; returns its pid.
+pid_t start_child(const std::vector<std::string>& arguments) {
+  std::vector<std::string> words{ACLORA_TRAIN_CHILD};
+  words.insert(words.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (auto& word : words)
+    argv.push_back(word.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+// The LoRA tensors of a kohya file, by name (the metadata holds dates and differs).
+std::map<std::string, std::string> tensors_of(const fs::path& path) {
+  const auto reader = aclora::safetensors::Reader::open(path);
+  std::map<std::string, std::string> out;
+  for (const auto& view : reader.tensors())
+    out[view.name] =
+        std::string(reinterpret_cast<const char*>(view.bytes.data()), view.bytes.size());
+  return out;
+}
+
+}  // namespace
+
+// A run killed with SIGKILL after its first epoch's state was saved (somewhere in epoch 2)
+// and resumed ends with a LoRA whose tensors equal an uninterrupted run's byte for byte, and
+// with the same metrics records (timings aside).
+TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
+  const aclora::test::ScratchDir scratch;
+  ASSERT_EQ(wait_for(start_child({(scratch / "straight").string()})), 0);
+  const pid_t killed = start_child({(scratch / "killed").string()});
+  const fs::path first_state = scratch / "killed" / "state" / "state-000000008";
+  for (int i = 0; i < 6000 && !fs::exists(first_state / "manifest.json"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(first_state / "manifest.json"));
+  kill(killed, SIGKILL);
+  const int status = wait_for(killed);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  ASSERT_EQ(wait_for(start_child({(scratch / "killed").string(), "--resume"})), 0);
+  const auto resumed = tensors_of(scratch / "killed" / "lora.safetensors");
+  const auto straight = tensors_of(scratch / "straight" / "lora.safetensors");
+  ASSERT_EQ(resumed.size(), straight.size());
+  std::vector<std::string> differing;
+  for (const auto& [name, bytes] : straight)
+    if (!resumed.contains(name) || resumed.at(name) != bytes)
+      differing.push_back(name);
+  EXPECT_TRUE(differing.empty()) << differing.size() << " tensors differ, the first "
+                                 << differing.front();
+  const auto without_timings = [](const fs::path& path) {
+    std::vector<Value> out = records(path);
+    for (Value& record : out)
+      std::erase_if(record.as_object(), [](const auto& m) { return m.first == "seconds"; });
+    return out;
+  };
+  EXPECT_EQ(without_timings(scratch / "killed" / "metrics.jsonl"),
+            without_timings(scratch / "straight" / "metrics.jsonl"));
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# aclora-sdxl train on the tiny fixture model and training set, as a user runs it: the run
+# folder holds the LoRA at the chosen ranks, metrics, TensorBoard events, the rank picture,
+# states and sample PNGs; the LoRA has the tensors (names, dtypes, shapes) of the file whose
+# loading in diffusers was recorded (tests/sdxl/data/trainer_export, made by
+# record_trainer_export.sh) and loads in `aclora-sdxl sample` with every module matched and
+# changes the image; --resume after the last epoch has nothing to do; bad
+# options exit 2 and bad data exits 1, each with one line and no LoRA written.
+#   train_cli_test.sh ACLORA_SDXL_EXECUTABLE FIXTURES_DIR
+set -euo pipefail
+exe=$1
+fixtures=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+model=$fixtures/sdxl/tiny-sdxl
+small=(--resolution 32 --min-bucket-reso 32 --max-bucket-reso 64 --bucket-reso-steps 32
+  --batch-size 4 --rank 4 --lr 3e-3 --seed 5 --no-progress)
+
+printf 'a red circle --w 32 --h 32 --s 2 --d 7\na blue square --n a circle --w 32 --h 32 --s 2\n' \
+  >"$work/prompts.txt"
+"$exe" train --model "$model" --data "$fixtures/sdxl/train_data" -o "$work/run" "${small[@]}" \
+  --epochs 2 --restart-every 1 --sample-prompts "$work/prompts.txt" 2>"$work/train.log"
+cat "$work/train.log"
+for file in lora.safetensors metrics.jsonl ranks.png samples/epoch-000002-prompt-00.png \
+  samples/epoch-000002-prompt-01.png; do
+  [[ -s $work/run/$file ]] || { echo "missing $file" >&2; exit 1; }
+done
+ls "$work/run"/tensorboard/events.out.tfevents.* >/dev/null
+grep -q '"type":"restart"' "$work/run/metrics.jsonl"
+grep -q "^wrote .*lora.safetensors: [0-9]* modules, total rank" "$work/train.log"
+echo "train: LoRA, metrics, events, rank picture and samples written"
+
+# name, dtype and shape of every tensor of a safetensors file, one per line, sorted
+tensors_of() {
+  local length
+  length=$(od -An -t u8 -N8 "$1" | tr -d ' ')
+  tail -c +9 "$1" | head -c "$length" |
+    grep -o '"[^"]*":{"dtype":"[A-Z0-9]*","shape":\[[0-9,]*\]' | sort
+}
+recorded=$(dirname "$0")/data/trainer_export
+diff <(tensors_of "$recorded/trained_kohya.safetensors") <(tensors_of "$work/run/lora.safetensors")
+grep -q '"all_ok": true' "$recorded/load_check.json"
+echo "train: $(tensors_of "$work/run/lora.safetensors" | wc -l) tensors as in the file diffusers loaded"
+
+"$exe" sample --model "$model" --prompt "a red circle" --steps 2 --size 32x32 --seed 3 \
+  -o "$work/plain.png"
+"$exe" sample --model "$model" --prompt "a red circle" --steps 2 --size 32x32 --seed 3 \
+  --lora "$work/run/lora.safetensors" -o "$work/lora.png" 2>"$work/sample.log"
+grep -q "modules applied, 0 unmatched" "$work/sample.log"
+if cmp -s "$work/plain.png" "$work/lora.png"; then
+  echo "the trained LoRA did not change the image" >&2
+  exit 1
+fi
+echo "sample: $(grep 'modules applied' "$work/sample.log")"
+
+# One line on stderr, exit status $1, no LoRA file.
+expect_failure() {  # expect_failure STATUS PATTERN ARGS...
+  local status=$1 pattern=$2
+  shift 2
+  rm -rf "$work/bad"
+  set +e
+  "$exe" "$@" 2>"$work/bad.log"
+  local got=$?
+  set -e
+  if [[ $got -ne $status || $(wc -l <"$work/bad.log") -ne 1 || -e $work/bad/lora.safetensors ]] ||
+    ! grep -q -- "$pattern" "$work/bad.log"; then
+    echo "expected status $status and one line with '$pattern' for: $*; got $got:" >&2
+    cat "$work/bad.log" >&2
+    exit 1
+  fi
+  echo "status $status: $(cat "$work/bad.log")"
+}
+expect_failure 2 "--rank" train --model "$model" --data "$fixtures/sdxl/train_data" -o "$work/bad" --rank 0
+expect_failure 2 "--targets" train --model "$model" --data "$fixtures/sdxl/train_data" -o "$work/bad" --targets conv
+expect_failure 2 "exclude each other" train --model "$model" --data "$fixtures/sdxl/train_data" \
+  --dataset-config "$work/prompts.txt" -o "$work/bad"
+expect_failure 2 "fp16 needs a CUDA device" train --model "$model" --data "$fixtures/sdxl/train_data" \
+  -o "$work/bad" --mixed-precision fp16
+expect_failure 2 "unknown option '--prompt'" train --model "$model" --data "$fixtures/sdxl/train_data" \
+  -o "$work/bad" --prompt x
+mkdir -p "$work/uncaptioned/2_things"
+cp "$fixtures/sdxl/train_data/4_shapes/00_red_circle.png" "$work/uncaptioned/2_things/"
+expect_failure 1 "00_red_circle" train --model "$model" --data "$work/uncaptioned" -o "$work/bad" "${small[@]}"
+"$exe" train --help >"$work/help.txt"
+grep -q -- "--restart-every" "$work/help.txt"
+echo "train --help"
