@@ -18,6 +18,19 @@ enum class NoisePolicy {
   none,       ///< no noise: plain truncation (an ablation)
 };
 
+/// The policy's name as users write it: "whole", "discarded" or "none".
+constexpr std::string_view noise_name(NoisePolicy policy) {
+  switch (policy) {
+    case NoisePolicy::whole:
+      return "whole";
+    case NoisePolicy::discarded:
+      return "discarded";
+    case NoisePolicy::none:
+      return "none";
+  }
+  return "?";
+}
+
 /// Identifies one layer's noise stream: a Philox key (the user's seed) and a stream
 /// number derived from (restart number, module identity, layer index).
 struct NoiseKey {

@@ -29,6 +29,20 @@ struct LayerSpectrum {
   std::string failure;
 };
 
+/// For backends that scale a layer before analysing it: sets `failure` when a value scaled
+/// back (entry sum, a singular value, a component sum) left the float64 range.
+inline void mark_out_of_range(LayerSpectrum& spectrum) {
+  bool finite = std::isfinite(spectrum.entry_sum);
+  for (double d : spectrum.singular_values)
+    finite = finite && std::isfinite(d);
+  for (double s : spectrum.component_sums)
+    finite = finite && std::isfinite(s);
+  if (!finite) {
+    spectrum.failure =
+        "entries too large: the Frobenius norm or the entry sums exceed the float64 range";
+  }
+}
+
 /// Statistics of the residual Res = M - M_K.
 struct ResidualStatistics {
   double energy = 0.0;  ///< squared Frobenius norm d_{K+1}^2 + ... + d_q^2 (inf beyond float64)

@@ -3,10 +3,7 @@
 // improves, the exported file holds the last RESTART's ranks, caches are reused, resume.
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <aclora/adapters/json/parse.hpp>
 #include <aclora/adapters/lora/open.hpp>
 #include <aclora/adapters/safetensors.hpp>
@@ -21,6 +18,8 @@
 
 extern char** environ;
 
+#include "child_process.hpp"
+#include "metrics_records.hpp"
 #include "reference_fixtures.hpp"
 #include "scratch_dir.hpp"
 #include "sdxl/trainer.hpp"
@@ -32,11 +31,7 @@ namespace fs = std::filesystem;
 using aclora::json::Value;
 
 std::vector<Value> records(const fs::path& path) {
-  std::vector<Value> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    out.push_back(aclora::json::parse(line));
-  return out;
+  return aclora::test::metrics_records(path);
 }
 
 }  // namespace
@@ -124,27 +119,8 @@ TEST(Trainer, CachesAreReusedAndInvalidated) {
 
 namespace {
 
-// Starts train_child with `arguments`; returns its pid.
 pid_t start_child(const std::vector<std::string>& arguments) {
-  std::vector<std::string> words{ACLORA_TRAIN_CHILD};
-  words.insert(words.end(), arguments.begin(), arguments.end());
-  std::vector<char*> argv;
-  for (auto& word : words)
-    argv.push_back(word.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
-
-int wait_for(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
+  return aclora::test::start_child(ACLORA_TRAIN_CHILD, arguments, /*quiet=*/true);
 }
 
 // The LoRA tensors of a kohya file, by name (the metadata holds dates and differs).
@@ -164,16 +140,16 @@ std::map<std::string, std::string> tensors_of(const fs::path& path) {
 // with the same metrics records (timings aside).
 TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
   const aclora::test::ScratchDir scratch;
-  ASSERT_EQ(wait_for(start_child({(scratch / "straight").string()})), 0);
+  ASSERT_EQ(aclora::test::wait_for(start_child({(scratch / "straight").string()})), 0);
   const pid_t killed = start_child({(scratch / "killed").string()});
   const fs::path first_state = scratch / "killed" / "state" / "state-000000008";
   for (int i = 0; i < 6000 && !fs::exists(first_state / "manifest.json"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(fs::exists(first_state / "manifest.json"));
   kill(killed, SIGKILL);
-  const int status = wait_for(killed);
+  const int status = aclora::test::wait_for(killed);
   ASSERT_TRUE(WIFSIGNALED(status));
-  ASSERT_EQ(wait_for(start_child({(scratch / "killed").string(), "--resume"})), 0);
+  ASSERT_EQ(aclora::test::wait_for(start_child({(scratch / "killed").string(), "--resume"})), 0);
   const auto resumed = tensors_of(scratch / "killed" / "lora.safetensors");
   const auto straight = tensors_of(scratch / "straight" / "lora.safetensors");
   ASSERT_EQ(resumed.size(), straight.size());
@@ -184,10 +160,7 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
   EXPECT_TRUE(differing.empty()) << differing.size() << " tensors differ, the first "
                                  << differing.front();
   const auto without_timings = [](const fs::path& path) {
-    std::vector<Value> out = records(path);
-    for (Value& record : out)
-      std::erase_if(record.as_object(), [](const auto& m) { return m.first == "seconds"; });
-    return out;
+    return aclora::test::metrics_records(path, /*drop_timings=*/true);
   };
   EXPECT_EQ(without_timings(scratch / "killed" / "metrics.jsonl"),
             without_timings(scratch / "straight" / "metrics.jsonl"));

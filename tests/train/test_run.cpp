@@ -1,8 +1,6 @@
 // The training loop (aclora/adapters/train/run.hpp): exact resume after SIGKILL and after
 // Ctrl-C, cumulative counters, metrics records, non-finite losses, used output folders.
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <aclora/adapters/json/parse.hpp>
 
 #include <filesystem>
@@ -11,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "child_process.hpp"
+#include "metrics_records.hpp"
 #include "run_fixture.hpp"
 #include "scratch_dir.hpp"
 
@@ -29,31 +29,12 @@ std::string read(const fs::path& path) {
 
 // The metrics records without their timings (the only fields that differ between runs).
 std::vector<aclora::json::Value> records_without_timings(const fs::path& path) {
-  std::vector<aclora::json::Value> records;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    aclora::json::Value record = aclora::json::parse(line);
-    auto& members = record.as_object();
-    std::erase_if(members, [](const auto& member) { return member.first == "seconds"; });
-    records.push_back(std::move(record));
-  }
-  return records;
+  return aclora::test::metrics_records(path, /*drop_timings=*/true);
 }
 
 // Runs run_child with `arguments`; returns the wait status.
 int run_child(const std::vector<std::string>& arguments) {
-  std::vector<std::string> words{ACLORA_RUN_CHILD};
-  words.insert(words.end(), arguments.begin(), arguments.end());
-  std::vector<char*> argv;
-  for (auto& word : words)
-    argv.push_back(word.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
+  return aclora::test::wait_for(aclora::test::start_child(ACLORA_RUN_CHILD, arguments));
 }
 
 }  // namespace

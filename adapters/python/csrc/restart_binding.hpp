@@ -35,19 +35,6 @@ inline NoisePolicy noise_policy(const std::string& name) {
   throw Error("noise must be 'whole', 'discarded' or 'none', got '" + name + "'");
 }
 
-/// The name of a noise policy.
-inline const char* noise_name(NoisePolicy policy) {
-  switch (policy) {
-    case NoisePolicy::whole:
-      return "whole";
-    case NoisePolicy::discarded:
-      return "discarded";
-    case NoisePolicy::none:
-      return "none";
-  }
-  return "?";
-}
-
 /// The report as nested tuples: (restart_index, mean_loss, alpha, threshold, modules), each
 /// module (name, index, R, K, layers), each layer (rows, cols, axis, k, singular values as a
 /// float64 CPU tensor, kept energy fraction, sigma).
@@ -110,7 +97,7 @@ class RestartBinding {
   /// The seed.
   std::uint64_t seed() const { return driver_.options().seed; }
   /// The noise policy's name.
-  const char* noise() const { return noise_name(driver_.options().noise); }
+  const char* noise() const { return noise_name(driver_.options().noise).data(); }
   /// The floor of K.
   std::size_t min_rank() const { return driver_.options().min_rank; }
   /// Wall seconds of the last call spent inside aclora::Restart (validation, analysis,

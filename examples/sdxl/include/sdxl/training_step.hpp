@@ -48,7 +48,11 @@ StepDraws draw_step(const TrainBatch& batch, const LossOptions& options);
 
 /// The loss of one step (a scalar, fp32): the UNet's prediction on the noised latents against
 /// the target, MSE per sample, min-SNR weights, mean over the batch.
+/// @param unet the UNet (its LoRAs trainable)
+/// @param batch cached latents, text embeddings and time ids
+/// @param draws the step's noise and timesteps (draw_step)
 /// @param alphas_cumprod abar_t for t in [0, T) (fp32)
+/// @param options prediction target, min-SNR gamma
 /// @throws std::invalid_argument for timesteps outside [0, T) or mismatched shapes
 torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
                              const std::vector<float>& alphas_cumprod, const LossOptions& options);

@@ -120,18 +120,6 @@ class InterruptGuard {
   void (*previous_term_)(int) = SIG_DFL;
 };
 
-inline const char* noise_name(NoisePolicy policy) {
-  switch (policy) {
-    case NoisePolicy::whole:
-      return "whole";
-    case NoisePolicy::discarded:
-      return "discarded";
-    case NoisePolicy::none:
-      return "none";
-  }
-  return "?";
-}
-
 }  // namespace detail
 
 /// The epoch loop of one training run (see the file comment). Fresh runs refuse an output
@@ -164,7 +152,7 @@ class TrainingRun {
     run["restart_every"] = options_.restart_every;
     run["restarts"] = options_.restarts;
     run["seed"] = std::to_string(options_.restart.seed);
-    run["noise"] = detail::noise_name(options_.restart.noise);
+    run["noise"] = std::string(noise_name(options_.restart.noise));
     run["min_rank"] = options_.restart.min_rank;
     run["optimizer_policy"] = policy_name(options_.optimizer_policy);
     run["lr"] = options_.lr.base_lr;

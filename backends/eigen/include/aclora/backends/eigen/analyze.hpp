@@ -59,19 +59,6 @@ inline void fill_component_sums(const Basis& basis, const ::Eigen::VectorXd& sca
   }
 }
 
-// Marks a spectrum whose values left the float64 range after scaling back.
-inline void check_range(LayerSpectrum& spectrum) {
-  bool finite = std::isfinite(spectrum.entry_sum);
-  for (double d : spectrum.singular_values)
-    finite = finite && std::isfinite(d);
-  for (double s : spectrum.component_sums)
-    finite = finite && std::isfinite(s);
-  if (!finite) {
-    spectrum.failure =
-        "entries too large: the Frobenius norm or the entry sums exceed the float64 range";
-  }
-}
-
 }  // namespace detail
 
 /// Gram-route analysis of `rank_major` (R x n, any Eigen expression with middleCols): reads it
@@ -145,7 +132,7 @@ LayerBasis analyze_gram(const RankMajor& rank_major, ::Eigen::Index panel_width,
         std::ldexp(std::sqrt(std::max(solver.eigenvalues()(source), 0.0)), exponent);
   }
   detail::fill_component_sums(result.basis, row_sums, exponent, spectrum);
-  detail::check_range(spectrum);
+  mark_out_of_range(spectrum);
   return result;
 }
 
@@ -172,7 +159,7 @@ LayerBasis analyze_direct_svd(const RankMajor& rank_major, LayerSpectrum& spectr
     spectrum.singular_values[static_cast<std::size_t>(i)] = std::ldexp(values(i), exponent);
   LayerBasis result{svd.matrixU(), exponent};
   detail::fill_component_sums(result.basis, matrix.rowwise().sum(), exponent, spectrum);
-  detail::check_range(spectrum);
+  mark_out_of_range(spectrum);
   return result;
 }
 

@@ -225,7 +225,7 @@ class Torch {
           spectrum.entry_sum = values[2 * rank];
           spectrum.finite = values[2 * rank + 1] > 0.5;
           if (spectrum.finite && spectrum.failure.empty())
-            torch::detail::check_range(spectrum);
+            mark_out_of_range(spectrum);
           values += 2 * rank + 2;
         }
       }

@@ -263,19 +263,6 @@ inline void fill_noise(const NoiseKey& key, bool single, bool rows_axis, std::in
   }
 }
 
-// Marks a spectrum whose values left the float64 range after scaling back.
-inline void check_range(LayerSpectrum& spectrum) {
-  bool finite = std::isfinite(spectrum.entry_sum);
-  for (double d : spectrum.singular_values)
-    finite = finite && std::isfinite(d);
-  for (double s : spectrum.component_sums)
-    finite = finite && std::isfinite(s);
-  if (!finite) {
-    spectrum.failure =
-        "entries too large: the Frobenius norm or the entry sums exceed the float64 range";
-  }
-}
-
 }  // namespace detail
 
 /// Analyses one layer on the CPU (see the file comment); `single`: fp32 Gram products.
@@ -370,7 +357,7 @@ inline CpuLayerBasis analyze_layer_cpu(const Layer<at::Tensor>& layer, bool sing
     spectrum.component_sums[static_cast<std::size_t>(i)] =
         std::ldexp(direction_sum * projected, exponent);
   }
-  detail::check_range(spectrum);
+  mark_out_of_range(spectrum);
   return result;
 }
 
