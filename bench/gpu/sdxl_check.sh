@@ -8,8 +8,9 @@
 #
 # Builds bench_sdxl (Release, against the python's torch; see common.sh for the toolchain and
 # the options), then measures with random weights at full SDXL size in bf16: one 1024x1024
-# UNet forward, one forward + backward with gradient checkpointing and a rank-64 LoRA on the
-# 722 Transformer2D linears, and a 30-step guided sample with decoding: seconds and peak GPU
+# UNet forward, one training step (forward + backward with gradient checkpointing, AdamW) with
+# rank-64 and rank-128 LoRAs on the 722 Transformer2D linears with the RESTART share of an
+# epoch, and a 30-step guided sample with decoding: seconds and peak GPU
 # memory, in OUT_DIR/sdxl.json and OUT_DIR/summary.txt. --build-only stops after the build (no
 # GPU needed; see bench/gpu/README.md for the dry run). Environment: ACLORA_PYTHON (python3),
 # CMAKE, ACLORA_GPU_DEPS (--deps), ACLORA_CUDA_ARCH, ACLORA_JOBS (16), ACLORA_BUILD_TIMEOUT
@@ -30,7 +31,7 @@ note "built bench_sdxl after $(($(date +%s) - start)) s"
 [[ $build_only -eq 1 ]] && exit 0
 
 timeout 300 "$build/bench/sdxl/bench_sdxl" --device cuda --dtype bf16 --size 1024 --steps 30 \
-  --rank 64 --tokenizer "$root/tests/fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz" \
+  --ranks 64,128 --tokenizer "$root/tests/fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz" \
   --out "$out/sdxl.json" 2>&1 | tee "$out/bench_sdxl.log" | tee -a "$summary"
 status=${PIPESTATUS[0]}
 note "sdxl_check finished in $(($(date +%s) - start)) s, status $status"
