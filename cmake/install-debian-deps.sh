@@ -7,6 +7,10 @@ packages=(
   cmake g++ make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtorch-dev
+  # LibTorch links the system BLAS and LAPACK, the slow reference ones unless OpenBLAS is
+  # installed (RESTART r = 64 over 722 modules, Torch backend: 4.10 s -> 3.45 s; ctest 200 s
+  # -> 156 s on 2 cores).
+  libopenblas0-pthread
   libicu-dev zlib1g-dev libpng-dev libcairo2-dev libcli11-dev
   libjpeg-dev libwebp-dev libtomlplusplus-dev
   doxygen
