@@ -35,7 +35,7 @@
 namespace {
 
 namespace cu = aclora::backends::cuda;
-using aclora::backends::Cuda;
+using aclora::backends::CudaBackend;
 using Module = aclora::Module<cu::DeviceMatrix>;
 
 constexpr double kThreshold = 0.9;         // energy threshold p of every RESTART here
@@ -311,9 +311,9 @@ void bench_peer(benchmark::State& state, std::int64_t rank, bool attention_only,
 void bench_restart(benchmark::State& state, std::int64_t rank, cu::DType dtype, bool attention_only,
                    aclora::Precision precision) {
   Workload& w = workload(rank, dtype, attention_only);
-  Cuda::Options options;
+  CudaBackend::Options options;
   options.precision = precision;
-  aclora::Restart<Cuda> restart({.seed = 7}, Cuda(options));
+  aclora::Restart<CudaBackend> restart({.seed = 7}, CudaBackend(options));
   (void)restart.at_threshold(w.modules, kThreshold);  // plan, allocate, warm up
   EventTimer timer;
   double total = 0.0;

@@ -2,7 +2,7 @@
 Python, in one process:
 
 1. aclora.Restart's call overhead: the wall time of the Python call minus the time spent
-   inside the C++ aclora::Restart<aclora::backends::Torch> (Restart.last_core_seconds), as a
+   inside the C++ aclora::Restart<aclora::backends::TorchBackend> (Restart.last_core_seconds), as a
    share of the latter (target: under 5 % on the CPU);
 2. aclora.Restart against the same RESTART written in plain PyTorch with torch.linalg.svd per
    factor (what a Python user writes instead), on copies of the same factors: the ratio.

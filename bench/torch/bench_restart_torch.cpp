@@ -10,7 +10,7 @@
 // --per_matrix_stride=S times the per-matrix peer on every S-th module only and scales the
 // time by (all parameters / timed parameters); the default is 1 (all) up to r = 64 on
 // the CPU and 4 above. The output says when a peer time is scaled. --peers=none skips the
-// peers. --precision sets Torch::Options::precision; --route=tensor_ops sends CPU tensors
+// peers. --precision sets TorchBackend::Options::precision; --route=tensor_ops sends CPU tensors
 // through the batched tensor route that other devices take (Options::cpu_kernels = false).
 // The aclora time is the median of the repeats, each peer's the best.
 #include <torch/cuda.h>
@@ -176,7 +176,7 @@ void per_matrix_svd(const std::vector<Module>& model, std::int64_t stride) {
     std::vector<std::tuple<at::Tensor, at::Tensor, at::Tensor>> svds;
     std::size_t kept = 1;
     for (const auto& layer : module.layers) {
-      const at::Tensor matrix = aclora::backends::torch::rank_major(layer.matrix, layer.axis);
+      const at::Tensor matrix = aclora::backends::libtorch::rank_major(layer.matrix, layer.axis);
       svds.push_back(at::linalg_svd(matrix, false));
       kept = std::max(kept, count_of(std::get<1>(svds.back()).cpu()));
     }
@@ -186,7 +186,7 @@ void per_matrix_svd(const std::vector<Module>& model, std::int64_t stride) {
       const at::Tensor truncated =
           at::matmul(u.narrow(1, 0, k) * s.narrow(0, 0, k), vh.narrow(0, 0, k));
       const at::Tensor matrix =
-          aclora::backends::torch::rank_major(module.layers[l].matrix, module.layers[l].axis);
+          aclora::backends::libtorch::rank_major(module.layers[l].matrix, module.layers[l].axis);
       const at::Tensor sigma = (matrix - truncated).std(false);
       matrix.copy_(truncated + at::randn_like(truncated) * sigma);
     }
@@ -197,7 +197,7 @@ void per_matrix_svd(const std::vector<Module>& model, std::int64_t stride) {
 // module on the host, then batched truncation, residual std and noise per group.
 void stacked_svd(const std::vector<Module>& model) {
   ::torch::NoGradGuard no_grad;
-  using aclora::backends::torch::GroupKey;
+  using aclora::backends::libtorch::GroupKey;
   std::map<GroupKey, std::vector<std::pair<std::size_t, std::size_t>>> groups;
   for (std::size_t m = 0; m < model.size(); ++m)
     for (std::size_t l = 0; l < model[m].layers.size(); ++l)
@@ -210,8 +210,8 @@ void stacked_svd(const std::vector<Module>& model) {
   for (auto& [key, members] : groups) {
     std::vector<at::Tensor> matrices;
     for (auto [m, l] : members)
-      matrices.push_back(
-          aclora::backends::torch::rank_major(model[m].layers[l].matrix, model[m].layers[l].axis));
+      matrices.push_back(aclora::backends::libtorch::rank_major(model[m].layers[l].matrix,
+                                                                model[m].layers[l].axis));
     Decomposed d;
     d.stacked = at::stack(matrices);
     std::tie(d.u, d.s, d.vh) = at::linalg_svd(d.stacked, false);
@@ -236,7 +236,7 @@ void stacked_svd(const std::vector<Module>& model) {
     const at::Tensor result = truncated + at::randn_like(truncated) * sigma;
     for (std::size_t g = 0; g < members.size(); ++g) {
       const auto [m, l] = members[g];
-      aclora::backends::torch::rank_major(model[m].layers[l].matrix, model[m].layers[l].axis)
+      aclora::backends::libtorch::rank_major(model[m].layers[l].matrix, model[m].layers[l].axis)
           .copy_(result[static_cast<std::int64_t>(g)]);
     }
   }
@@ -303,11 +303,11 @@ int main(int argc, char** argv) {
       row.per_matrix_stride = settings.per_matrix_stride > 0   ? settings.per_matrix_stride
                               : (device.is_cpu() && rank > 64) ? 4
                                                                : 1;
-      aclora::backends::Torch::Options backend_options;
+      aclora::backends::TorchBackend::Options backend_options;
       backend_options.precision = settings.precision;
       backend_options.cpu_kernels = settings.cpu_kernels;
-      aclora::Restart<aclora::backends::Torch> restart({.seed = 1},
-                                                       aclora::backends::Torch(backend_options));
+      aclora::Restart<aclora::backends::TorchBackend> restart(
+          {.seed = 1}, aclora::backends::TorchBackend(backend_options));
       std::vector<double> times;
       double best_pm = 0.0, best_stacked = 0.0;
       for (int r = 0; r < settings.repeats; ++r) {

@@ -31,7 +31,7 @@ namespace aclora {
 /// truncation and noise reinjection, all in place and all-or-nothing.
 ///
 /// @code
-/// aclora::Restart<aclora::backends::Eigen> restart({.seed = 42});
+/// aclora::Restart<aclora::backends::EigenBackend> restart({.seed = 42});
 /// auto report = restart(modules, schedule, epoch, losses.mean());
 /// @endcode
 template <class B>

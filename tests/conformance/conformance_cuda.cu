@@ -74,7 +74,7 @@ double decode(const unsigned char* bytes, cu::DType dtype, std::size_t i) {
 }
 
 struct CudaTraits {
-  using backend_type = backends::Cuda;
+  using backend_type = backends::CudaBackend;
   using handle_type = CudaHandle;
 
   static std::string skip_reason() {
@@ -91,10 +91,10 @@ struct CudaTraits {
   }
   // What a setting runs at on this device (automatic: fp64 with full-rate float64, else fp32).
   static Precision resolved(Precision requested) { return cu::device_precision(requested); }
-  static backends::Cuda backend(Precision precision) {
-    backends::Cuda::Options options;
+  static backends::CudaBackend backend(Precision precision) {
+    backends::CudaBackend::Options options;
     options.precision = precision;
-    return backends::Cuda(options);
+    return backends::CudaBackend(options);
   }
   static std::vector<Layout> layouts() {
     return {Layout::row_major, Layout::col_major, Layout::padded};

@@ -18,7 +18,7 @@ struct EigenHandle {
 };
 
 struct EigenTraits {
-  using backend_type = backends::Eigen;
+  using backend_type = backends::EigenBackend;
   using handle_type = EigenHandle;
 
   static std::string skip_reason() { return {}; }
@@ -82,8 +82,8 @@ struct EigenTraits {
   static std::vector<Precision> precisions() {
     return {Precision::automatic, Precision::fp64, Precision::fp32, Precision::tf32};
   }
-  static backends::Eigen backend(Precision precision) {
-    return backends::Eigen({.threads = 2, .precision = precision});
+  static backends::EigenBackend backend(Precision precision) {
+    return backends::EigenBackend({.threads = 2, .precision = precision});
   }
   static Precision resolved(Precision precision) { return backend(precision).resolved_precision(); }
 };

@@ -1,7 +1,7 @@
 /// @file conformance_suite.hpp
 /// @brief Backend conformance tests, written once and instantiated per backend.
 ///
-/// Every backend is compared with the reference: aclora::backends::Eigen's direct SVD in
+/// Every backend is compared with the reference: aclora::backends::EigenBackend's direct SVD in
 /// double on the same input values (the values the backend actually stores, read back), with
 /// the bounds the precision policy promises (aclora/precision.hpp; derivation on the docs page
 /// "The RESTART contract"). A backend joins the suite with a small traits struct and two lines:
@@ -160,9 +160,9 @@ inline RunResult run_reference(const HostModel& model, double p, NoisePolicy noi
       module.layers.push_back(Layer<View>{View(storage[m][l]), model[m].layers[l].axis});
     modules.push_back(std::move(module));
   }
-  Restart<backends::Eigen> restart(
+  Restart<backends::EigenBackend> restart(
       {.noise = noise, .seed = seed},
-      backends::Eigen({.method = backends::eigen::Method::direct_svd}));
+      backends::EigenBackend({.method = backends::eigen::Method::direct_svd}));
   RunResult result{restart.at_threshold(modules, p), {}};
   for (const auto& layers : storage) {
     auto& out = result.values.emplace_back();

@@ -33,7 +33,7 @@ enum class Target { cpu_kernels, cpu_tensor_ops, cuda };
 
 template <Target Where>
 struct TorchTraits {
-  using backend_type = backends::Torch;
+  using backend_type = backends::TorchBackend;
   using handle_type = at::Tensor;  // the 2-D view RESTART writes through
   static constexpr bool Cuda = Where == Target::cuda;
 
@@ -88,11 +88,11 @@ struct TorchTraits {
   static std::vector<Precision> precisions() {
     return {Precision::automatic, Precision::fp64, Precision::fp32, Precision::tf32};
   }
-  static backends::Torch backend(Precision precision) {
-    backends::Torch::Options options;
+  static backends::TorchBackend backend(Precision precision) {
+    backends::TorchBackend::Options options;
     options.precision = precision;
     options.cpu_kernels = Where == Target::cpu_kernels;
-    return backends::Torch(options);
+    return backends::TorchBackend(options);
   }
   // What the backend runs a request at on the suite's device.
   static Precision resolved(Precision requested) {

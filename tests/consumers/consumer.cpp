@@ -12,7 +12,7 @@ int main() {
   using View = aclora::backends::eigen::MatrixView;
   std::vector<aclora::Module<View>> modules;
   modules.push_back(aclora::Module<View>::lora("block.0.attn.to_q", down, up));
-  aclora::Restart<aclora::backends::Eigen> restart({.noise = aclora::NoisePolicy::none});
+  aclora::Restart<aclora::backends::EigenBackend> restart({.noise = aclora::NoisePolicy::none});
   const aclora::RestartReport report = restart.at_threshold(modules, 0.9);
 
   const float change =

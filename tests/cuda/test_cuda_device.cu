@@ -18,7 +18,7 @@
 namespace aclora::cuda_test {
 namespace {
 
-using backends::Cuda;
+using backends::CudaBackend;
 
 constexpr Precision precisions[] = {Precision::fp64, Precision::fp32, Precision::tf32};
 
@@ -81,11 +81,11 @@ Prepared prepare(const Case& c, std::uint64_t seed, double scale = 1.0) {
   return p;
 }
 
-Cuda backend_with(Precision precision, std::size_t limit = std::size_t{1} << 30) {
-  Cuda::Options options;
+CudaBackend backend_with(Precision precision, std::size_t limit = std::size_t{1} << 30) {
+  CudaBackend::Options options;
   options.precision = precision;
   options.workspace_limit = limit;
-  return Cuda(options);
+  return CudaBackend(options);
 }
 
 // Views that are null, of an unknown storage type, with non-positive strides, misaligned, or
@@ -113,7 +113,7 @@ TEST(CudaCheck, ViewsAreCheckedWithoutGpu) {
   const std::string rank = cu::check_layer_view(wide, RankAxis::rows);
   EXPECT_NE(rank.find("1025"), std::string::npos) << rank;
   EXPECT_NE(rank.find("1024"), std::string::npos) << rank;
-  const MemoryRegion region = Cuda::memory(cu::DeviceMatrix(buffer, 3, 5, 7, 1));
+  const MemoryRegion region = CudaBackend::memory(cu::DeviceMatrix(buffer, 3, 5, 7, 1));
   EXPECT_EQ(region.address, reinterpret_cast<std::uintptr_t>(buffer));
   EXPECT_EQ(region.element_bytes, 8u);
   EXPECT_EQ(region.rows, 3u);
@@ -126,12 +126,12 @@ TEST(CudaCheck, ViewsAreCheckedWithoutGpu) {
 TEST(CudaCheck, HostMemoryIsRejected) {
   ACLORA_REQUIRE_GPU();
   std::vector<float> host(16, 1.0f);
-  const std::string reason = Cuda::check(cu::DeviceMatrix::row_major(host.data(), 4, 4));
+  const std::string reason = CudaBackend::check(cu::DeviceMatrix::row_major(host.data(), 4, 4));
   EXPECT_NE(reason.find("host memory"), std::string::npos) << reason;
   DeviceMatrixHolder device({1, 2, 3, 4}, 2, 2, cu::DType::f32, Layout::row_major);
-  EXPECT_EQ(Cuda::check(device.view()), "");
+  EXPECT_EQ(CudaBackend::check(device.view()), "");
   DeviceMatrixHolder f64({1, 2, 3, 4}, 2, 2, cu::DType::f64, Layout::row_major);
-  EXPECT_EQ(Cuda::check(f64.view()), "");
+  EXPECT_EQ(CudaBackend::check(f64.view()), "");
 }
 
 // A rank axis beyond max_rank is refused by check() of the layer, and through the driver
@@ -141,11 +141,11 @@ TEST(CudaCheck, RankAboveTheLimitIsRefusedBeforeAnyWork) {
   ACLORA_REQUIRE_GPU();
   Prepared small = prepare({8, 64, RankAxis::rows, Layout::row_major, cu::DType::f32}, 1);
   Prepared big = prepare({1100, 16, RankAxis::cols, Layout::row_major, cu::DType::f32}, 2);
-  EXPECT_NE(Cuda::check(big.layer).find("1100"), std::string::npos);
+  EXPECT_NE(CudaBackend::check(big.layer).find("1100"), std::string::npos);
   const auto before = big.holder->bytes();
   std::vector<Module<cu::DeviceMatrix>> modules{Module<cu::DeviceMatrix>{"small", {small.layer}},
                                                 Module<cu::DeviceMatrix>{"big", {big.layer}}};
-  Restart<Cuda> restart;
+  Restart<CudaBackend> restart;
   try {
     (void)restart.at_threshold(modules, 0.5);
     FAIL() << "expected aclora::Error";
@@ -165,7 +165,7 @@ TEST(CudaPrecision, AutomaticFollowsTheDevice) {
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), cudaSuccess);
-  EXPECT_EQ(Cuda().precision(),
+  EXPECT_EQ(CudaBackend().precision(),
             full_rate_float64(major, minor) ? Precision::fp64 : Precision::fp32);
   for (Precision precision : precisions)
     EXPECT_EQ(backend_with(precision).precision(), precision);
@@ -186,7 +186,7 @@ TEST(CudaAnalysis, SpectrumWithinTheBoundOfEachPrecision) {
         prepared.push_back(prepare(cases[i], 100 + i));
         layers.push_back(prepared.back().layer);
       }
-      Cuda backend = backend_with(precision);
+      CudaBackend backend = backend_with(precision);
       std::vector<LayerSpectrum> spectra(layers.size());
       (void)backend.analyze(layers, spectra);
       for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -222,7 +222,7 @@ TEST(CudaAnalysis, AnalysisWritesNothing) {
   for (Precision precision : precisions) {
     Prepared p = prepare({8, 300, RankAxis::cols, Layout::padded, cu::DType::f32}, 7);
     const auto before = p.holder->bytes();
-    Cuda backend = backend_with(precision);
+    CudaBackend backend = backend_with(precision);
     std::vector<LayerSpectrum> spectra(1);
     const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
     (void)backend.analyze(layers, spectra);
@@ -253,7 +253,7 @@ TEST(CudaApply, WriteWithinTheBoundForEveryPolicy) {
           layers.push_back(prepared.back().layer);
           inputs.push_back(prepared.back().stored());
         }
-        Cuda backend = backend_with(precision);
+        CudaBackend backend = backend_with(precision);
         std::vector<LayerSpectrum> spectra(layers.size());
         auto analysis = backend.analyze(layers, spectra);
         std::vector<LayerPlan> plans(layers.size());
@@ -327,13 +327,13 @@ std::vector<std::vector<unsigned char>> restart_bytes(Precision precision, std::
   if (rounds != nullptr) {
     cu::Handles handles;
     handles.bind(nullptr);
-    *rounds = cu::make_plan(Cuda::plan_inputs(layers), limit, precision,
+    *rounds = cu::make_plan(CudaBackend::plan_inputs(layers), limit, precision,
                             [&](std::int32_t rank, std::size_t count) {
                               return cu::solver_workspace(handles, rank, count);
                             })
                   .rounds.size();
   }
-  Cuda backend = backend_with(precision, limit);
+  CudaBackend backend = backend_with(precision, limit);
   std::vector<LayerSpectrum> spectra(layers.size());
   auto analysis = backend.analyze(layers, spectra);
   std::vector<std::vector<unsigned char>> bytes;
@@ -384,7 +384,7 @@ TEST(CudaRestart, PowerOfTwoScalingIsExact) {
         const Case c{40, 700, RankAxis::cols, Layout::row_major, dtype};
         Prepared plain = prepare(c, 42), big = prepare(c, 42, factor);
         for (Prepared* p : {&plain, &big}) {
-          Cuda backend = backend_with(precision);
+          CudaBackend backend = backend_with(precision);
           const std::vector<Layer<cu::DeviceMatrix>> layers{p->layer};
           std::vector<LayerSpectrum> spectra(1);
           auto analysis = backend.analyze(layers, spectra);
@@ -411,7 +411,7 @@ TEST(CudaRestart, DeterministicPerSeed) {
     Prepared up = prepare({16, 640, RankAxis::cols, Layout::row_major, cu::DType::f32}, 601);
     std::vector<Module<cu::DeviceMatrix>> modules{
         Module<cu::DeviceMatrix>::lora("block.attn", down.layer.matrix, up.layer.matrix)};
-    Restart<Cuda> restart({.seed = seed});
+    Restart<CudaBackend> restart({.seed = seed});
     const RestartReport report = restart.at_threshold(modules, 0.9);
     EXPECT_GE(report.modules[0].module_rank, 1u);
     std::vector<unsigned char> bytes = down.holder->bytes();
@@ -440,7 +440,7 @@ TEST(CudaRestart, NanLeavesEverythingUnchanged) {
   std::vector<Module<cu::DeviceMatrix>> modules{
       Module<cu::DeviceMatrix>::lora("a", a_down.layer.matrix, a_up.layer.matrix),
       Module<cu::DeviceMatrix>::lora("b", b_down.layer.matrix, b_up.layer.matrix)};
-  Restart<Cuda> restart;
+  Restart<CudaBackend> restart;
   try {
     (void)restart.at_threshold(modules, 0.5);
     FAIL() << "expected aclora::Error";
@@ -460,7 +460,7 @@ TEST(CudaRestart, WorkspaceBytesAreReported) {
   Prepared p = prepare({64, 1280, RankAxis::rows, Layout::row_major, cu::DType::f32}, 800);
   const std::vector<Layer<cu::DeviceMatrix>> layers{p.layer};
   for (Precision precision : precisions) {
-    Cuda backend = backend_with(precision, std::size_t{1} << 20);
+    CudaBackend backend = backend_with(precision, std::size_t{1} << 20);
     const std::size_t bytes = backend.workspace_bytes(layers);
     EXPECT_GE(bytes, 64u * 64u * sizeof(double));
     EXPECT_LE(bytes, std::size_t{64} << 20) << precision_name(precision);

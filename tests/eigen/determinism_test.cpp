@@ -13,7 +13,7 @@
 
 namespace {
 
-using Backend = aclora::backends::Eigen;
+using Backend = aclora::backends::EigenBackend;
 using aclora::backends::eigen::Method;
 using Driver = aclora::Restart<Backend>;
 using ViewModule = Driver::module_type;

@@ -13,7 +13,7 @@
 namespace {
 
 using aclora::NoisePolicy;
-using Backend = aclora::backends::Eigen;
+using Backend = aclora::backends::EigenBackend;
 using aclora::backends::eigen::Method;
 using aclora_test::planted_matrix;
 using aclora_test::population_std;

@@ -18,7 +18,7 @@
 
 namespace {
 
-using Backend = aclora::backends::Eigen;
+using Backend = aclora::backends::EigenBackend;
 using Driver = aclora::Restart<Backend>;
 using ViewModule = Driver::module_type;
 using aclora::backends::eigen::MatrixView;

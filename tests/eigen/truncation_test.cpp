@@ -14,7 +14,7 @@ namespace {
 
 using aclora::NoisePolicy;
 using aclora::RankAxis;
-using Backend = aclora::backends::Eigen;
+using Backend = aclora::backends::EigenBackend;
 using aclora::backends::eigen::Method;
 using aclora_test::planted_matrix;
 using aclora_test::Reference;

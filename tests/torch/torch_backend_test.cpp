@@ -26,7 +26,7 @@ using aclora::Layer;
 using aclora::NoisePolicy;
 using aclora::RankAxis;
 using Module = aclora::Module<at::Tensor>;
-using TorchRestart = aclora::Restart<aclora::backends::Torch>;
+using TorchRestart = aclora::Restart<aclora::backends::TorchBackend>;
 
 // A planted-spectrum factor (bench/common/planted.hpp): rows x cols with singular values
 // 2^(-i/2), i < 6, plus a floor of rms 0.02 / sqrt(rows cols).
@@ -41,11 +41,11 @@ at::Tensor planted(std::int64_t rows, std::int64_t cols, std::uint64_t seed,
       .to(dtype, /*non_blocking=*/false, /*copy=*/true);
 }
 
-aclora::backends::Torch tensor_route(std::int64_t chunk_elements = 0) {
-  aclora::backends::Torch::Options options;
+aclora::backends::TorchBackend tensor_route(std::int64_t chunk_elements = 0) {
+  aclora::backends::TorchBackend::Options options;
   options.cpu_kernels = false;
   options.chunk_elements = chunk_elements;
-  return aclora::backends::Torch(options);
+  return aclora::backends::TorchBackend(options);
 }
 
 // All storage bytes of a tensor.
@@ -106,7 +106,7 @@ TEST(TorchBackend, HalfPrecisionStorageIsRoundedOnce) {
         m.layers.push_back(Layer<View>{View(storage[next++]), layer.axis});
       reference.push_back(std::move(m));
     }
-    aclora::Restart<aclora::backends::Eigen>({.seed = 3}).at_threshold(reference, 0.9);
+    aclora::Restart<aclora::backends::EigenBackend>({.seed = 3}).at_threshold(reference, 0.9);
     TorchRestart({.seed = 3}).at_threshold(model, 0.9);
 
     const double ulp = dtype == at::kHalf ? std::ldexp(1.0, -10) : std::ldexp(1.0, -7);
@@ -206,21 +206,22 @@ TEST(TorchBackend, ResultsIndependentOfBatchingAndThreads) {
   for (bool kernels : {true, false}) {
     for (c10::ScalarType dtype : {at::kFloat, at::kDouble}) {
       SCOPED_TRACE(std::string(kernels ? "kernels " : "tensor ops ") + c10::toString(dtype));
-      aclora::backends::Torch::Options options;
+      aclora::backends::TorchBackend::Options options;
       options.cpu_kernels = kernels;
       const std::vector<Module> model = shared_shape_model(dtype);
       std::vector<Module> batched = clone_model(model);
-      TorchRestart({.seed = 8}, aclora::backends::Torch(options)).at_threshold(batched, 0.9);
+      TorchRestart({.seed = 8}, aclora::backends::TorchBackend(options)).at_threshold(batched, 0.9);
 
       std::vector<Module> single_layer = clone_model(model);
       options.chunk_elements = 1;
-      TorchRestart({.seed = 8}, aclora::backends::Torch(options)).at_threshold(single_layer, 0.9);
+      TorchRestart({.seed = 8}, aclora::backends::TorchBackend(options))
+          .at_threshold(single_layer, 0.9);
       options.chunk_elements = 0;
       expect_same_bits(batched, single_layer);
 
       std::vector<Module> per_module = clone_model(model);
       for (Module& module : per_module) {
-        TorchRestart({.seed = 8}, aclora::backends::Torch(options))
+        TorchRestart({.seed = 8}, aclora::backends::TorchBackend(options))
             .at_threshold(std::span<const Module>(&module, 1), 0.9);
       }
       expect_same_bits(batched, per_module);
@@ -229,7 +230,7 @@ TEST(TorchBackend, ResultsIndependentOfBatchingAndThreads) {
       for (int count : {1, 3}) {
         at::set_num_threads(count);
         std::vector<Module> other_threads = clone_model(model);
-        TorchRestart({.seed = 8}, aclora::backends::Torch(options))
+        TorchRestart({.seed = 8}, aclora::backends::TorchBackend(options))
             .at_threshold(other_threads, 0.9);
         at::set_num_threads(threads);
         expect_same_bits(batched, other_threads);
@@ -252,14 +253,14 @@ TEST(TorchBackend, TensorRouteMatchesKernels) {
         const std::vector<Module> model = shared_shape_model(dtype);
         std::vector<Module> kernels = clone_model(model);
         std::vector<Module> tensors = clone_model(model);
-        aclora::backends::Torch::Options options;
+        aclora::backends::TorchBackend::Options options;
         options.precision = precision;
         const auto want =
-            TorchRestart({.noise = policy, .seed = 5}, aclora::backends::Torch(options))
+            TorchRestart({.noise = policy, .seed = 5}, aclora::backends::TorchBackend(options))
                 .at_threshold(kernels, 0.9);
         options.cpu_kernels = false;
         const auto got =
-            TorchRestart({.noise = policy, .seed = 5}, aclora::backends::Torch(options))
+            TorchRestart({.noise = policy, .seed = 5}, aclora::backends::TorchBackend(options))
                 .at_threshold(tensors, 0.9);
         const auto storage =
             dtype == at::kDouble ? aclora::StorageType::f64 : aclora::StorageType::f32;
@@ -268,7 +269,7 @@ TEST(TorchBackend, TensorRouteMatchesKernels) {
           EXPECT_EQ(got.modules[m].module_rank, kept);
           for (std::size_t l = 0; l < model[m].layers.size(); ++l) {
             const auto& layer = model[m].layers[l];
-            const auto shape = aclora::backends::Torch::shape(layer.matrix);
+            const auto shape = aclora::backends::TorchBackend::shape(layer.matrix);
             const std::size_t rank = shape.along(layer.axis);
             const double epsilon = aclora::truncation_tolerance(
                 precision, rank, shape.size() / rank, kept,
@@ -295,7 +296,7 @@ TEST(TorchBackend, PowerOfTwoScalingIsExact) {
       for (auto [dtype, exponent] : {std::pair(at::kDouble, 900), std::pair(at::kFloat, 100)}) {
         SCOPED_TRACE(std::string(kernels ? "kernels " : "tensor ops ") +
                      aclora::precision_name(precision) + " " + c10::toString(dtype));
-        aclora::backends::Torch::Options options;
+        aclora::backends::TorchBackend::Options options;
         options.precision = precision;
         options.cpu_kernels = kernels;
         const double factor = std::ldexp(1.0, exponent);
@@ -304,8 +305,9 @@ TEST(TorchBackend, PowerOfTwoScalingIsExact) {
         for (Module& module : scaled)
           for (auto& layer : module.layers)
             layer.matrix.mul_(factor);
-        TorchRestart({.seed = 6}, aclora::backends::Torch(options)).at_threshold(plain, 0.9);
-        TorchRestart({.seed = 6}, aclora::backends::Torch(options)).at_threshold(scaled, 0.9);
+        TorchRestart({.seed = 6}, aclora::backends::TorchBackend(options)).at_threshold(plain, 0.9);
+        TorchRestart({.seed = 6}, aclora::backends::TorchBackend(options))
+            .at_threshold(scaled, 0.9);
         for (std::size_t m = 0; m < plain.size(); ++m)
           for (std::size_t l = 0; l < plain[m].layers.size(); ++l)
             EXPECT_TRUE(at::equal(plain[m].layers[l].matrix * factor, scaled[m].layers[l].matrix))
@@ -319,14 +321,14 @@ TEST(TorchBackend, PowerOfTwoScalingIsExact) {
 // module and layer, raised before anything is written (both routes).
 TEST(TorchBackend, NormBeyondFloat64IsRefusedByName) {
   for (bool kernels : {true, false}) {
-    aclora::backends::Torch::Options options;
+    aclora::backends::TorchBackend::Options options;
     options.cpu_kernels = kernels;
     std::vector<Module> model = shared_shape_model(at::kDouble);
     model.push_back(Module::lora("huge", at::full({8, 96}, 1e308, at::kDouble),
                                  planted(64, 8, 9, at::kDouble)));
     const std::vector<Module> before = clone_model(model);
     try {
-      TorchRestart({.seed = 1}, aclora::backends::Torch(options)).at_threshold(model, 0.9);
+      TorchRestart({.seed = 1}, aclora::backends::TorchBackend(options)).at_threshold(model, 0.9);
       ADD_FAILURE() << "expected aclora::Error";
     } catch (const aclora::Error& error) {
       const std::string what = error.what();
@@ -350,11 +352,11 @@ TEST(TorchNoise, PhiloxTensorsEqualTheCore) {
   const auto count = static_cast<std::int64_t>(words.size() / 6);
   std::vector<std::int64_t> wide(words.begin(), words.end());
   const at::Tensor all = at::from_blob(wide.data(), {count, 6}, at::kLong);
-  aclora::backends::torch::WordTensors counter;
+  aclora::backends::libtorch::WordTensors counter;
   for (int k = 0; k < 4; ++k)
     counter[k] = all.select(1, k);
-  const aclora::backends::torch::WordTensors got =
-      aclora::backends::torch::philox_tensors(counter, all.select(1, 4), all.select(1, 5));
+  const aclora::backends::libtorch::WordTensors got =
+      aclora::backends::libtorch::philox_tensors(counter, all.select(1, 4), all.select(1, 5));
   for (std::int64_t i = 0; i < count; ++i) {
     const std::uint32_t* w = words.data() + 6 * i;
     const aclora::PhiloxBlock want = aclora::philox4x32_10({{w[0], w[1], w[2], w[3]}}, w[4], w[5]);
@@ -390,8 +392,8 @@ TEST(TorchNoise, BoxMullerTensorsMatchTheCore) {
   const auto count = static_cast<std::int64_t>(a.size());
   const at::Tensor ta = at::from_blob(a.data(), {count}, at::kLong);
   const at::Tensor tb = at::from_blob(b.data(), {count}, at::kLong);
-  auto [f0, f1] = aclora::backends::torch::box_muller_tensors(ta, tb, at::kFloat);
-  auto [d0, d1] = aclora::backends::torch::box_muller_tensors(ta, tb, at::kDouble);
+  auto [f0, f1] = aclora::backends::libtorch::box_muller_tensors(ta, tb, at::kFloat);
+  auto [d0, d1] = aclora::backends::libtorch::box_muller_tensors(ta, tb, at::kDouble);
   f0 = f0.contiguous();
   f1 = f1.contiguous();
   d0 = d0.contiguous();
@@ -421,7 +423,7 @@ TEST(TorchNoise, GaussianTensorNumbersDrawsLikeTheCore) {
   const std::vector<aclora::NoiseKey> keys{{1, 2}, {0xFFFFFFFFFFFFFFFFull, 7}, {42, 1ull << 40}};
   for (std::int64_t count : {1, 5, 4097}) {
     const at::Tensor draws =
-        aclora::backends::torch::gaussian_tensor(keys, count, at::kFloat, at::Device(at::kCPU))
+        aclora::backends::libtorch::gaussian_tensor(keys, count, at::kFloat, at::Device(at::kCPU))
             .contiguous();
     ASSERT_EQ(draws.size(0), 3);
     ASSERT_EQ(draws.size(1), count);
@@ -476,9 +478,9 @@ TEST(TorchBackend, PrecisionOnTheCpu) {
   using aclora::Precision;
   const at::Device cpu(at::kCPU);
   auto resolved = [&](Precision requested) {
-    aclora::backends::Torch::Options options;
+    aclora::backends::TorchBackend::Options options;
     options.precision = requested;
-    return aclora::backends::Torch(options).resolved_precision(cpu);
+    return aclora::backends::TorchBackend(options).resolved_precision(cpu);
   };
   EXPECT_EQ(resolved(Precision::automatic), Precision::fp64);
   EXPECT_EQ(resolved(Precision::fp64), Precision::fp64);
@@ -488,22 +490,24 @@ TEST(TorchBackend, PrecisionOnTheCpu) {
 
 // check() names what it cannot process; a tensor that requires grad is fine.
 TEST(TorchBackend, CheckRejectsWhatItCannotWrite) {
-  using aclora::backends::Torch;
-  EXPECT_NE(Torch::check(at::zeros({2, 3, 4})).find("2-D"), std::string::npos);
-  EXPECT_NE(Torch::check(at::zeros({2, 3}, at::kInt)).find("dtype"), std::string::npos);
-  EXPECT_NE(Torch::check(at::zeros({2, 3}).to_sparse()).find("strided"), std::string::npos);
-  EXPECT_NE(Torch::check(at::zeros({1, 3}).expand({4, 3})).find("overlapping"), std::string::npos);
-  EXPECT_NE(Torch::check(at::Tensor()).find("undefined"), std::string::npos);
-  EXPECT_EQ(Torch::check(at::zeros({2, 3}).set_requires_grad(true)), "");
-  EXPECT_EQ(Torch::check(at::zeros({2, 3}, at::kBFloat16)), "");
-  EXPECT_NE(Torch::check(at::_neg_view(at::zeros({2, 3}))).find("negative"), std::string::npos);
+  using aclora::backends::TorchBackend;
+  EXPECT_NE(TorchBackend::check(at::zeros({2, 3, 4})).find("2-D"), std::string::npos);
+  EXPECT_NE(TorchBackend::check(at::zeros({2, 3}, at::kInt)).find("dtype"), std::string::npos);
+  EXPECT_NE(TorchBackend::check(at::zeros({2, 3}).to_sparse()).find("strided"), std::string::npos);
+  EXPECT_NE(TorchBackend::check(at::zeros({1, 3}).expand({4, 3})).find("overlapping"),
+            std::string::npos);
+  EXPECT_NE(TorchBackend::check(at::Tensor()).find("undefined"), std::string::npos);
+  EXPECT_EQ(TorchBackend::check(at::zeros({2, 3}).set_requires_grad(true)), "");
+  EXPECT_EQ(TorchBackend::check(at::zeros({2, 3}, at::kBFloat16)), "");
+  EXPECT_NE(TorchBackend::check(at::_neg_view(at::zeros({2, 3}))).find("negative"),
+            std::string::npos);
   at::Tensor inference;
   {
     c10::InferenceMode guard;
     inference = at::zeros({2, 3});
-    EXPECT_EQ(Torch::check(inference), "");  // writable inside InferenceMode
+    EXPECT_EQ(TorchBackend::check(inference), "");  // writable inside InferenceMode
   }
-  EXPECT_NE(Torch::check(inference).find("InferenceMode"), std::string::npos);
+  EXPECT_NE(TorchBackend::check(inference).find("InferenceMode"), std::string::npos);
 
   std::vector<Module> model{Module::lora("int", at::zeros({4, 9}, at::kInt), planted(9, 4, 1))};
   try {

@@ -79,7 +79,7 @@ inline KeptFactors kept_factors(const at::Tensor& down, const at::Tensor& up, st
     result.up = to_floats(up);
     return result;
   }
-  backends::torch::ProductPrimitives primitives;
+  backends::libtorch::ProductPrimitives primitives;
   const Layer<at::Tensor> down_layer{down.detach(), RankAxis::rows};
   const Layer<at::Tensor> up_layer{up.detach(), RankAxis::cols};
   const ProductDecomposition decomposition =
@@ -125,7 +125,7 @@ inline std::vector<double> update_singular_values(const std::string& name, const
   const at::Tensor up_view = up_matrix(up, ErrorLocation{name, 0, 1}).detach();
   if (up_view.size(1) != down_view.size(0))
     throw Error(ErrorLocation{name, 0, std::nullopt}, "down and up disagree on R");
-  backends::torch::ProductPrimitives primitives;
+  backends::libtorch::ProductPrimitives primitives;
   const ProductDecomposition decomposition = product_analyze(
       primitives, Layer<at::Tensor>{down_view, RankAxis::rows},
       Layer<at::Tensor>{up_view, RankAxis::cols}, static_cast<std::size_t>(down_view.size(0)));

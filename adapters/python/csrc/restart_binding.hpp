@@ -1,5 +1,5 @@
 /// @file restart_binding.hpp
-/// @brief aclora._core.Restart: aclora::Restart<aclora::backends::Torch> for Python, with
+/// @brief aclora._core.Restart: aclora::Restart<aclora::backends::TorchBackend> for Python, with
 /// the report handed back as plain tuples (aclora/_report.py turns them into dataclasses).
 #pragma once
 
@@ -60,10 +60,10 @@ inline py::tuple report_tuple(const RestartReport& report) {
                         modules);
 }
 
-/// One aclora::Restart<Torch> driver (its options and restart counter) for Python.
+/// One aclora::Restart<TorchBackend> driver (its options and restart counter) for Python.
 class RestartBinding {
  public:
-  using Driver = Restart<backends::Torch>;
+  using Driver = Restart<backends::TorchBackend>;
 
   /// @throws Error for an unknown noise policy or a negative chunk size.
   RestartBinding(std::uint64_t seed, const std::string& noise, std::size_t min_rank,
@@ -114,12 +114,12 @@ class RestartBinding {
     return options;
   }
 
-  static backends::Torch make_backend(std::int64_t chunk_elements) {
+  static backends::TorchBackend make_backend(std::int64_t chunk_elements) {
     if (chunk_elements < 0)
       throw Error("chunk_elements must be >= 0 (0: automatic)");
-    backends::Torch::Options options;
+    backends::TorchBackend::Options options;
     options.chunk_elements = chunk_elements;
-    return backends::Torch(options);
+    return backends::TorchBackend(options);
   }
 
   template <class Call>

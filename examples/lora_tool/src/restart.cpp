@@ -36,10 +36,10 @@ int restart(const Options& options, std::ostream& out, std::ostream& err) {
     modules.push_back(Module<View>::lora(module.name, View(downs[i].data(), rank, in, in, 1),
                                          View(ups[i].data(), outs, rank, rank, 1)));
   }
-  Restart<backends::Eigen> driver(
-      Restart<backends::Eigen>::Options{NoisePolicy::whole, 1, options.seed},
-      backends::Eigen(
-          backends::Eigen::Options{backends::eigen::Method::gram, options.threads, 256}));
+  Restart<backends::EigenBackend> driver(
+      Restart<backends::EigenBackend>::Options{NoisePolicy::whole, 1, options.seed},
+      backends::EigenBackend(
+          backends::EigenBackend::Options{backends::eigen::Method::gram, options.threads, 256}));
   RestartReport report;
   try {
     report = driver(modules, schedule, *options.epoch, *options.loss);

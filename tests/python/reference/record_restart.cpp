@@ -1,4 +1,4 @@
-// Records what aclora::Restart<aclora::backends::Torch> does to a fixed set of LoRA factors,
+// Records what aclora::Restart<aclora::backends::TorchBackend> does to a fixed set of LoRA factors,
 // for tests/python/test_reference.py: the Python package must give the same results (bit for
 // bit with fp64 factors on the same LibTorch and CPU; within the rounding of the storage type
 // otherwise).
@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
         modules.push_back(aclora::Module<at::Tensor>::lora(
             c.named ? spec.name : "", down_view(downs.back()), up_view(ups.back())));
       }
-      aclora::Restart<aclora::backends::Torch> restart({c.noise, c.min_rank, c.seed});
+      aclora::Restart<aclora::backends::TorchBackend> restart({c.noise, c.min_rank, c.seed});
       Value case_reports = aclora::json::Array{};
       for (std::size_t s = 0; s < c.steps.size(); ++s) {
         const Step& step = c.steps[s];

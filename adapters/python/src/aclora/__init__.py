@@ -1,6 +1,6 @@
 """aclora: AC-LoRA's RESTART for PyTorch trainers.
 
-The C++ RESTART of aclora's Torch backend (aclora::Restart<aclora::backends::Torch>) runs in
+The C++ RESTART of aclora's Torch backend (aclora::Restart<aclora::backends::TorchBackend>) runs in
 place on the LoRA factors of a PyTorch model: every few epochs it keeps, per module, the
 leading components that hold a loss-derived share p = 1 - L^alpha of each factor's energy and
 replaces the rest by noise of the same variance. See docs/python.md.

@@ -42,7 +42,7 @@ _ReportTuple = Tuple[int, float, float, float, List[_ModuleTuple]]
 _LoraInput = Tuple[str, torch.Tensor, torch.Tensor]
 
 class Restart:
-    """aclora::Restart<aclora::backends::Torch>; the report comes back as tuples."""
+    """aclora::Restart<aclora::backends::TorchBackend>; the report comes back as tuples."""
 
     def __init__(self, seed: int, noise: str, min_rank: int, chunk_elements: int) -> None: ...
     def scheduled(self, modules: Sequence[_LoraInput], total_epochs: int, epoch: int, mean_loss: float) -> _ReportTuple: ...

@@ -1,4 +1,4 @@
-"""aclora.Restart: the C++ RESTART (aclora::Restart<aclora::backends::Torch>) on torch tensors."""
+"""aclora.Restart: the C++ RESTART (aclora::Restart<aclora::backends::TorchBackend>) on torch tensors."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Restart:
 
     Args:
         seed: key of all noise (the same seed, tensors and restart number give bit-identical
-            results, as aclora::Restart<aclora::backends::Torch> in C++).
+            results, as aclora::Restart<aclora::backends::TorchBackend> in C++).
         noise: "whole" (the paper's practice), "discarded" (noise only in the discarded
             directions, the literal eq. 2) or "none" (plain truncation).
         min_rank: floor of K (0: the paper's rule exactly).

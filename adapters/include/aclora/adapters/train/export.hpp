@@ -57,7 +57,7 @@ inline std::vector<lora::OutputModule> modules_at_ranks(const LoraNetwork& netwo
                 std::to_string(network.size()) + " modules");
   }
   ::torch::NoGradGuard no_grad;
-  backends::torch::ProductPrimitives primitives;
+  backends::libtorch::ProductPrimitives primitives;
   std::vector<lora::OutputModule> out;
   out.reserve(network.size());
   for (std::size_t i = 0; i < network.size(); ++i) {

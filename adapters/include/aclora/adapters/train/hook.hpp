@@ -33,9 +33,9 @@ namespace aclora::train {
 /// What the hook does, fixed for a run.
 struct HookOptions {
   Schedule schedule;                                          ///< N epochs, a RESTART every E
-  Restart<backends::Torch>::Options restart;                  ///< noise policy, min_rank, seed
+  Restart<backends::TorchBackend>::Options restart;           ///< noise policy, min_rank, seed
   OptimizerPolicy optimizer_policy = OptimizerPolicy::reset;  ///< state of rewritten factors
-  backends::Torch::Options backend;                           ///< batching of the Torch backend
+  backends::TorchBackend::Options backend;                    ///< batching of the Torch backend
   /// false: plain fixed-rank LoRA through the same code (losses recorded, no RESTART).
   bool restarts = true;
 };
@@ -47,7 +47,7 @@ struct RestartOutcome {
   double seconds = 0.0;  ///< wall time of the RESTART and the optimizer policy
 };
 
-/// Holds the schedule, the loss window, the Restart<Torch> driver and the optimizer
+/// Holds the schedule, the loss window, the Restart<TorchBackend> driver and the optimizer
 /// policy of one training run. The RESTART runs without autograd and outside autocast
 /// (the analysis runs in float64 whatever the factor dtype), on the factors' device.
 class RestartHook {
@@ -61,7 +61,7 @@ class RestartHook {
       : network_(&network),
         optimizer_(optimizer),
         options_(options),
-        restart_(options.restart, backends::Torch(options.backend)) {
+        restart_(options.restart, backends::TorchBackend(options.backend)) {
     if (options_.schedule.total_epochs < 1 || options_.schedule.restart_interval < 1)
       throw Error("schedule: total epochs and restart interval must be >= 1");
     if (optimizer_ && options_.optimizer_policy == OptimizerPolicy::reset)
@@ -157,7 +157,7 @@ class RestartHook {
   const LoraNetwork* network_;
   torch::optim::Optimizer* optimizer_;
   HookOptions options_;
-  Restart<backends::Torch> restart_;
+  Restart<backends::TorchBackend> restart_;
   std::vector<double> window_;
   std::vector<std::size_t> last_ranks_;
 };

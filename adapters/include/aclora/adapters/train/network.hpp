@@ -6,7 +6,7 @@
 /// network.inject(*unet, aclora::train::Targets::sdxl_unet_linear(),
 ///                {.rank = 64, .alpha = 32, .naming = aclora::train::Naming::sdxl_unet()});
 /// torch::optim::AdamW optimizer(network.parameters(), torch::optim::AdamWOptions(1e-4));
-/// auto modules = network.restart_modules();   // for aclora::Restart<backends::Torch>
+/// auto modules = network.restart_modules();   // for aclora::Restart<backends::TorchBackend>
 /// @endcode
 #pragma once
 

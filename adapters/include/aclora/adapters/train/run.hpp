@@ -41,10 +41,10 @@ namespace aclora::train {
 
 /// Where a run writes, and when it saves its state.
 struct RunOptions {
-  int epochs = 100;                           ///< N
-  int restart_every = 10;                     ///< E
-  bool restarts = true;                       ///< false: fixed-rank LoRA through the same loop
-  Restart<backends::Torch>::Options restart;  ///< seed, noise policy, min_rank
+  int epochs = 100;        ///< N
+  int restart_every = 10;  ///< E
+  bool restarts = true;    ///< false: fixed-rank LoRA through the same loop
+  Restart<backends::TorchBackend>::Options restart;           ///< seed, noise policy, min_rank
   OptimizerPolicy optimizer_policy = OptimizerPolicy::reset;  ///< state of rewritten factors
   LrSchedule lr;                        ///< learning rate per step (total_steps is set by run())
   std::filesystem::path output;         ///< the run's folder: metrics.jsonl, tensorboard/, state/

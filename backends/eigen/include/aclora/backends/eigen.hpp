@@ -1,5 +1,5 @@
 /// @file eigen.hpp
-/// @brief The Eigen backend: `aclora::Restart<aclora::backends::Eigen>`.
+/// @brief The Eigen backend: `aclora::Restart<aclora::backends::EigenBackend>`.
 #pragma once
 
 #include "aclora/aclora.hpp"

@@ -1,6 +1,6 @@
 /// @file backend.cuh
-/// @brief aclora::backends::Cuda, the backend over raw device memory (own kernels, cuBLAS
-/// for TF32 products, cuSOLVER), for `aclora::Restart<aclora::backends::Cuda>`.
+/// @brief aclora::backends::CudaBackend, the backend over raw device memory (own kernels, cuBLAS
+/// for TF32 products, cuSOLVER), for `aclora::Restart<aclora::backends::CudaBackend>`.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,7 +46,7 @@ namespace aclora::backends {
 /// The object keeps handles, its plan and its workspace between calls (reused while the layer
 /// list is unchanged); it is movable, not copyable. Work runs on `Options::stream` of the
 /// device that is current when the object is first used.
-class Cuda {
+class CudaBackend {
  public:
   using matrix_type = cuda::DeviceMatrix;  ///< view of one factor in device memory
 
@@ -72,13 +72,14 @@ class Cuda {
     Precision precision = Precision::automatic;
   };
 
-  Cuda() : state_(std::make_unique<cuda::Workspace>()) {}
+  CudaBackend() : state_(std::make_unique<cuda::Workspace>()) {}
   /// A backend with the given settings (no CUDA call is made before the first use).
-  explicit Cuda(Options options) : options_(options), state_(std::make_unique<cuda::Workspace>()) {}
+  explicit CudaBackend(Options options)
+      : options_(options), state_(std::make_unique<cuda::Workspace>()) {}
   /// Takes over another backend's handles and workspace.
-  Cuda(Cuda&&) noexcept = default;
+  CudaBackend(CudaBackend&&) noexcept = default;
   /// Takes over another backend's handles and workspace.
-  Cuda& operator=(Cuda&&) noexcept = default;
+  CudaBackend& operator=(CudaBackend&&) noexcept = default;
 
   /// The settings.
   const Options& options() const { return options_; }

@@ -1,5 +1,5 @@
 /// @file backend.hpp
-/// @brief aclora::backends::Eigen, the CPU backend over Eigen memory.
+/// @brief aclora::backends::EigenBackend, the CPU backend over Eigen memory.
 #pragma once
 
 #include <Eigen/Core>
@@ -25,7 +25,7 @@ namespace aclora::backends {
 /// map), analysed with the arithmetic of Options::precision (default: fp64, the CPU
 /// default of the precision policy), processed in parallel over layers with results that
 /// are bit-identical for any thread count.
-class Eigen {
+class EigenBackend {
  public:
   using matrix_type = eigen::MatrixView;                 ///< view of one factor
   using analysis_type = std::vector<eigen::LayerBasis>;  ///< rank-axis basis per layer
@@ -41,9 +41,9 @@ class Eigen {
     Precision precision = Precision::automatic;
   };
 
-  Eigen() = default;
+  EigenBackend() = default;
   /// A backend with the given settings. @throws Error when panel_width < 1.
-  explicit Eigen(Options options) : options_(options) {
+  explicit EigenBackend(Options options) : options_(options) {
     if (options_.panel_width < 1)
       throw Error("Eigen backend: panel_width must be >= 1, got " +
                   std::to_string(options_.panel_width));

@@ -1,6 +1,6 @@
 /// @file backend.hpp
-/// @brief aclora::backends::Torch: RESTART over torch::Tensor parameters, on the CPU layer by
-/// layer with our own kernels, on other devices in batches of same-shape layers.
+/// @brief aclora::backends::TorchBackend: RESTART over torch::Tensor parameters, on the CPU layer
+/// by layer with our own kernels, on other devices in batches of same-shape layers.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -51,16 +51,16 @@ namespace aclora::backends {
 /// out of device memory, results beyond the float64 range) are reported per layer through
 /// LayerSpectrum::failure, so the error names module and layer; apply computes every new
 /// value of the tensor route before its first write, in buffers the analysis allocated.
-class Torch {
+class TorchBackend {
  public:
   using matrix_type = at::Tensor;  ///< 2-D view of a factor (writes go through it)
 
   /// What analyze keeps for apply.
   struct Analysis {
-    std::vector<torch::Chunk> chunks;             ///< tensor-route batches
-    std::vector<std::size_t> cpu_layers;          ///< layers of the CPU route, largest first
-    std::vector<torch::CpuLayerBasis> cpu_bases;  ///< per layer (empty for other layers)
-    std::shared_ptr<std::vector<torch::CpuWorkspace>> workspaces;  ///< one per CPU worker
+    std::vector<libtorch::Chunk> chunks;             ///< tensor-route batches
+    std::vector<std::size_t> cpu_layers;             ///< layers of the CPU route, largest first
+    std::vector<libtorch::CpuLayerBasis> cpu_bases;  ///< per layer (empty for other layers)
+    std::shared_ptr<std::vector<libtorch::CpuWorkspace>> workspaces;  ///< one per CPU worker
     Precision cpu_precision = Precision::fp64;  ///< resolved precision of the CPU route
   };
   using analysis_type = Analysis;  ///< kept from analyze to apply
@@ -81,9 +81,9 @@ class Torch {
     bool cpu_kernels = true;
   };
 
-  Torch() = default;
+  TorchBackend() = default;
   /// A backend with the given settings. @throws Error for a negative chunk_elements.
-  explicit Torch(Options options) : options_(options) {
+  explicit TorchBackend(Options options) : options_(options) {
     if (options_.chunk_elements < 0)
       throw Error("Torch backend: chunk_elements must be >= 0 (0: automatic)");
   }
@@ -93,19 +93,19 @@ class Torch {
 
   /// What Options::precision runs at on `device`: fp64, fp32 or tf32 (never automatic).
   Precision resolved_precision(const at::Device& device) const {
-    return torch::resolve_precision_on(options_.precision, device);
+    return libtorch::resolve_precision_on(options_.precision, device);
   }
 
   /// Rows and columns of a 2-D tensor.
-  static MatrixShape shape(const matrix_type& matrix) { return torch::matrix_shape(matrix); }
+  static MatrixShape shape(const matrix_type& matrix) { return libtorch::matrix_shape(matrix); }
 
   /// Empty when usable, else the reason (not 2-D, unsupported dtype, sparse, overlapping
   /// entries, no storage, inference tensor outside InferenceMode, meta or MPS device).
   /// Tensors that require grad are fine.
-  static std::string check(const matrix_type& matrix) { return torch::check_matrix(matrix); }
+  static std::string check(const matrix_type& matrix) { return libtorch::check_matrix(matrix); }
 
   /// Where the tensor's entries lie (the driver refuses layers that share memory).
-  static MemoryRegion memory(const matrix_type& matrix) { return torch::memory_region(matrix); }
+  static MemoryRegion memory(const matrix_type& matrix) { return libtorch::memory_region(matrix); }
 
   /// Analyses every layer; modifies nothing.
   Analysis analyze(std::span<const Layer<matrix_type>> layers,
@@ -128,21 +128,21 @@ class Torch {
   void apply(std::span<const Layer<matrix_type>> layers, const Analysis& analysis,
              std::span<const LayerPlan> plans) const {
     ::torch::NoGradGuard no_grad;
-    for (const torch::Chunk& chunk : analysis.chunks)
-      torch::compute_chunk(layers, chunk, plans);
+    for (const libtorch::Chunk& chunk : analysis.chunks)
+      libtorch::compute_chunk(layers, chunk, plans);
     if (!analysis.cpu_layers.empty()) {
       const bool single = analysis.cpu_precision != Precision::fp64;
       auto& workspaces = *analysis.workspaces;
-      torch::for_each_item(analysis.cpu_layers, workspaces.size(),
-                           [&](std::size_t i, std::size_t worker) {
-                             torch::apply_layer_cpu(layers[i], analysis.cpu_bases[i], plans[i],
-                                                    single, workspaces[worker]);
-                           });
+      libtorch::for_each_item(analysis.cpu_layers, workspaces.size(),
+                              [&](std::size_t i, std::size_t worker) {
+                                libtorch::apply_layer_cpu(layers[i], analysis.cpu_bases[i],
+                                                          plans[i], single, workspaces[worker]);
+                              });
       for (std::size_t i : analysis.cpu_layers)  // in-place writes: autograd must know
         layers[i].matrix.unsafeGetTensorImpl()->bump_version();
     }
-    for (const torch::Chunk& chunk : analysis.chunks)
-      torch::write_chunk(layers, chunk);
+    for (const libtorch::Chunk& chunk : analysis.chunks)
+      libtorch::write_chunk(layers, chunk);
   }
 
  private:
@@ -164,38 +164,38 @@ class Torch {
                      [&](std::size_t a, std::size_t b) { return area(a) > area(b); });
     const std::size_t workers = std::min<std::size_t>(
         analysis.cpu_layers.size(), static_cast<std::size_t>(std::max(1, at::get_num_threads())));
-    analysis.workspaces = std::make_shared<std::vector<torch::CpuWorkspace>>();
+    analysis.workspaces = std::make_shared<std::vector<libtorch::CpuWorkspace>>();
     analysis.workspaces->reserve(workers);
     for (std::size_t w = 0; w < workers; ++w)
       analysis.workspaces->emplace_back(largest_rank);
     analysis.cpu_bases.resize(layers.size());
     const bool single = analysis.cpu_precision != Precision::fp64;
     auto& workspaces = *analysis.workspaces;
-    torch::for_each_item(analysis.cpu_layers, workers, [&](std::size_t i, std::size_t worker) {
+    libtorch::for_each_item(analysis.cpu_layers, workers, [&](std::size_t i, std::size_t worker) {
       analysis.cpu_bases[i] =
-          torch::analyze_layer_cpu(layers[i], single, workspaces[worker], spectra[i]);
+          libtorch::analyze_layer_cpu(layers[i], single, workspaces[worker], spectra[i]);
     });
   }
 
   // The tensor route's analysis, chunk by chunk; one transfer of all spectra per device.
   // A chunk that LibTorch cannot analyse (out of device memory...) fails its layers.
   void analyze_chunks(std::span<const Layer<matrix_type>> layers, std::span<LayerSpectrum> spectra,
-                      std::vector<torch::Chunk>& chunks) const {
+                      std::vector<libtorch::Chunk>& chunks) const {
     std::map<std::pair<int, int>, std::vector<std::size_t>> chunks_by_device;
     std::vector<at::Tensor> packed(chunks.size());
     std::vector<std::vector<std::string>> failures(chunks.size());
     for (std::size_t c = 0; c < chunks.size(); ++c) {
       try {
-        packed[c] = torch::analyze_chunk(layers, chunks[c], failures[c]);
+        packed[c] = libtorch::analyze_chunk(layers, chunks[c], failures[c]);
       } catch (const c10::Error& error) {
         const at::Device device = layers[chunks[c].layers.front()].matrix.device();
-        failures[c].assign(chunks[c].layers.size(),
-                           "the analysis of its batch of " +
-                               std::to_string(chunks[c].layers.size()) + " layers (" +
-                               std::to_string(chunks[c].rank) + " x " +
-                               std::to_string(chunks[c].length) + ") on " + device.str() +
-                               " failed: " + error.what_without_backtrace() +
-                               " (a smaller Torch::Options::chunk_elements needs less memory)");
+        failures[c].assign(
+            chunks[c].layers.size(),
+            "the analysis of its batch of " + std::to_string(chunks[c].layers.size()) +
+                " layers (" + std::to_string(chunks[c].rank) + " x " +
+                std::to_string(chunks[c].length) + ") on " + device.str() +
+                " failed: " + error.what_without_backtrace() +
+                " (a smaller TorchBackend::Options::chunk_elements needs less memory)");
         continue;
       }
       const at::Device device = packed[c].device();
@@ -215,7 +215,7 @@ class Torch {
       const at::Tensor host = at::cat(flat).to(at::kCPU).contiguous();  // one transfer
       const double* values = host.data_ptr<double>();
       for (std::size_t c : chunk_ids) {
-        const torch::Chunk& chunk = chunks[c];
+        const libtorch::Chunk& chunk = chunks[c];
         const std::int64_t rank = chunk.rank;
         const std::size_t q = static_cast<std::size_t>(std::min(rank, chunk.length));
         for (std::size_t layer : chunk.layers) {
@@ -236,16 +236,16 @@ class Torch {
   // the write's largest scratch: allocates that much once (LibTorch's caching allocator
   // keeps it for apply). When it cannot, that device's layers fail their analysis.
   static void reserve_write_memory(std::span<const Layer<matrix_type>> layers,
-                                   const std::vector<torch::Chunk>& chunks,
+                                   const std::vector<libtorch::Chunk>& chunks,
                                    std::vector<std::vector<std::string>>& failures) {
     std::map<std::pair<int, int>, std::pair<std::int64_t, at::Device>> largest;
-    for (const torch::Chunk& chunk : chunks) {
+    for (const libtorch::Chunk& chunk : chunks) {
       const at::Device device = layers[chunk.layers.front()].matrix.device();
       if (device.is_cpu() || !chunk.values.defined())
         continue;
       const std::pair<int, int> key{static_cast<int>(device.type()),
                                     static_cast<int>(device.index())};
-      const std::int64_t bytes = torch::write_scratch_bytes(chunk);
+      const std::int64_t bytes = libtorch::write_scratch_bytes(chunk);
       auto [entry, added] = largest.try_emplace(key, bytes, device);
       entry->second.first = std::max(entry->second.first, bytes);
     }
@@ -261,7 +261,7 @@ class Torch {
               failure = "not enough memory on " + need.second.str() + " for the write (" +
                         std::to_string(need.first >> 20) +
                         " MiB of scratch): " + error.what_without_backtrace() +
-                        " (a smaller Torch::Options::chunk_elements needs less memory)";
+                        " (a smaller TorchBackend::Options::chunk_elements needs less memory)";
             }
           }
         }
@@ -278,12 +278,12 @@ class Torch {
   // Groups the tensor route's layers by GroupKey (in order of first appearance within each
   // key) and cuts each group into chunks of at most chunk_elements entries (at least one
   // layer each).
-  std::vector<torch::Chunk> plan_chunks(std::span<const Layer<matrix_type>> layers,
-                                        const std::vector<std::size_t>& members_of_route) const {
-    std::map<torch::GroupKey, std::vector<std::size_t>> groups;
+  std::vector<libtorch::Chunk> plan_chunks(std::span<const Layer<matrix_type>> layers,
+                                           const std::vector<std::size_t>& members_of_route) const {
+    std::map<libtorch::GroupKey, std::vector<std::size_t>> groups;
     for (std::size_t i : members_of_route)
-      groups[torch::GroupKey::of(layers[i].matrix, layers[i].axis)].push_back(i);
-    std::vector<torch::Chunk> chunks;
+      groups[libtorch::GroupKey::of(layers[i].matrix, layers[i].axis)].push_back(i);
+    std::vector<libtorch::Chunk> chunks;
     for (const auto& [key, members] : groups) {
       const bool cpu = key.device_type == static_cast<std::int32_t>(c10::DeviceType::CPU);
       const std::int64_t budget = options_.chunk_elements > 0 ? options_.chunk_elements
@@ -297,7 +297,7 @@ class Torch {
            first += static_cast<std::size_t>(per_chunk)) {
         const std::size_t last =
             std::min(members.size(), first + static_cast<std::size_t>(per_chunk));
-        torch::Chunk chunk;
+        libtorch::Chunk chunk;
         chunk.layers.assign(members.begin() + first, members.begin() + last);
         chunk.rank = key.rank;
         chunk.length = key.length;

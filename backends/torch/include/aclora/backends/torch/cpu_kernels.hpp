@@ -24,7 +24,7 @@
 #define ACLORA_UNROLL
 #endif
 
-namespace aclora::backends::torch::detail {
+namespace aclora::backends::libtorch::detail {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ACLORA_TORCH_VECTORS 1
@@ -261,6 +261,6 @@ inline void add_row_sums(const double* panel, std::int64_t stride, std::int64_t 
   }
 }
 
-}  // namespace aclora::backends::torch::detail
+}  // namespace aclora::backends::libtorch::detail
 
 #undef ACLORA_UNROLL

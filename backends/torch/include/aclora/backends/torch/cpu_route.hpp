@@ -43,7 +43,7 @@
 #include "aclora/precision.hpp"
 #include "aclora/spectrum.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// Columns per panel of the CPU route (at most float32_sum_limit(R) for every R, so an
 /// fp32 panel's partial Gram entries sum at most that many products).
@@ -433,4 +433,4 @@ void for_each_item(std::span<const std::size_t> items, std::size_t workers, Task
   });
 }
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch

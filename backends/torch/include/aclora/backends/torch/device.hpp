@@ -17,7 +17,7 @@
 
 #include "aclora/precision.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// The compute capability (major, minor) of CUDA device `index`, asked of the CUDA driver
 /// (libcuda.so.1, found at run time); nothing when the driver or the device cannot say.
@@ -79,4 +79,4 @@ inline Precision resolve_precision_on(Precision requested, const at::Device& dev
   return resolved == Precision::tf32 && !device.is_cuda() ? Precision::fp32 : resolved;
 }
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch

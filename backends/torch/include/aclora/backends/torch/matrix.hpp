@@ -21,7 +21,7 @@
 #include "aclora/layer.hpp"
 #include "aclora/memory.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// True for the storage types the backend processes: float32, float64, float16, bfloat16.
 inline bool supported_dtype(c10::ScalarType type) {
@@ -115,4 +115,4 @@ struct GroupKey {
   auto operator<=>(const GroupKey&) const = default;
 };
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch

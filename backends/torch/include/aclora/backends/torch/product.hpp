@@ -13,7 +13,7 @@
 #include "aclora/layer.hpp"
 #include "aclora/product.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// Product-analysis primitives over 2-D tensors on any device: Gram matrices and factor
 /// transforms in float64 on the factor's device, the R x R eigen-decompositions and SVD in
@@ -25,7 +25,7 @@ class ProductPrimitives {
   /// out = M M^T (R x R) of the factor seen along its rank axis; false on NaN or Inf.
   bool gram(const Layer<matrix_type>& layer, SmallMatrix& out) const {
     ::torch::NoGradGuard no_grad;
-    const at::Tensor rank_major = torch::rank_major(layer.matrix, layer.axis).to(at::kDouble);
+    const at::Tensor rank_major = libtorch::rank_major(layer.matrix, layer.axis).to(at::kDouble);
     if (!at::isfinite(rank_major).all().item<bool>())
       return false;
     out = from_tensor(at::matmul(rank_major, rank_major.t()));
@@ -65,7 +65,7 @@ class ProductPrimitives {
 
   /// Length of the factor's other (non-rank) axis.
   static std::size_t length(const Layer<matrix_type>& layer) {
-    return static_cast<std::size_t>(torch::rank_major(layer.matrix, layer.axis).size(1));
+    return static_cast<std::size_t>(libtorch::rank_major(layer.matrix, layer.axis).size(1));
   }
 
   /// Up (n x R): out = B m (n x K); down (R x n): out = m^T A (K x n); row-major float.
@@ -101,4 +101,4 @@ class ProductPrimitives {
   }
 };
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch

@@ -23,7 +23,7 @@
 
 #include "aclora/noise.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// Four tensors of 32-bit words (int64 values in [0, 2^32)), broadcastable to one shape.
 using WordTensors = std::array<at::Tensor, 4>;
@@ -183,4 +183,4 @@ inline at::Tensor gaussian_tensor(std::span<const NoiseKey> keys, std::int64_t c
   return draws.narrow(1, 0, count);
 }
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch

@@ -33,7 +33,7 @@
 #include "aclora/layer.hpp"
 #include "aclora/precision.hpp"
 
-namespace aclora::backends::torch {
+namespace aclora::backends::libtorch {
 
 /// A batch of layers of one GroupKey on the tensor route, and what analyze keeps for apply.
 struct Chunk {
@@ -275,4 +275,4 @@ inline void write_chunk(std::span<const Layer<at::Tensor>> layers, const Chunk& 
   }
 }
 
-}  // namespace aclora::backends::torch
+}  // namespace aclora::backends::libtorch
