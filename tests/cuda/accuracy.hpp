@@ -12,9 +12,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
+#include "aclora/backend.hpp"
+#include "aclora/noise.hpp"
 #include "aclora/precision.hpp"
+#include "aclora/spectrum.hpp"
 
 namespace aclora::cuda_test {
 
@@ -194,6 +198,98 @@ inline std::vector<double> column_norms(const std::vector<double>& v, std::int64
   for (double& n : norms)
     n = std::sqrt(n);
   return norms;
+}
+
+/// The largest error of a layer's analysis relative to its bound (at most 1 passes) against
+/// the float64 reference of its stored values x (rank-major R x n): every singular value
+/// within singular_value_bound for the Gram error `gram_bound`, and the entry sum within
+/// float64 summation of the |x|. Infinite when the spectrum is not finite, failed, or holds
+/// other than min(R, n) values.
+inline double worst_spectrum_error(const LayerSpectrum& spectrum, const std::vector<double>& x,
+                                   std::int64_t rank, std::int64_t length, double gram_bound) {
+  const std::size_t q = static_cast<std::size_t>(std::min(rank, length));
+  if (!spectrum.finite || !spectrum.failure.empty() || spectrum.singular_values.size() != q)
+    return std::numeric_limits<double>::infinity();
+  const ReferenceSpectrum reference = reference_spectrum(x, rank, length);
+  double worst = 0.0;
+  for (std::size_t k = 0; k < q; ++k)
+    worst = std::max(worst, std::abs(spectrum.singular_values[k] - reference.singular(k)) /
+                                singular_value_bound(reference, k, gram_bound));
+  double entry_sum = 0.0, magnitude = 0.0;
+  for (double e : x) {
+    entry_sum += e;
+    magnitude += std::abs(e);
+  }
+  const double sum_bound = 2.0 * static_cast<double>(x.size()) * u64 * magnitude + 0x1p-1074;
+  return std::max(worst, std::abs(spectrum.entry_sum - entry_sum) / sum_bound);
+}
+
+/// The float64 reference of one layer's write under `plan` and its error model.
+struct ExpectedWrite {
+  std::vector<double> noise;         ///< sigma Z, rank-major R x n (zeros for policy none)
+  std::vector<double> values;        ///< P_K V + sigma Z, V = X or X - sigma Z (discarded)
+  std::vector<double> column_norms;  ///< ||v_col||_2 per column of V
+  double relative = 0.0;             ///< sin theta of the kept span + projection_relative_bound
+};
+
+/// The reference write of a layer with stored values x (rank-major R x n, the stored matrix
+/// being R x n for RankAxis::rows, n x R for cols): Z(i, j) is the core's draw i * cols + j of
+/// plan.key in the arithmetic type of `precision`, K = min(plan.kept, R, n).
+inline ExpectedWrite expected_write(const std::vector<double>& x, RankAxis axis, std::int64_t rank,
+                                    std::int64_t length, const LayerPlan& plan, Precision precision,
+                                    double gram_bound) {
+  ExpectedWrite out;
+  out.noise.assign(x.size(), 0.0);
+  std::vector<double> v = x;
+  if (plan.noise != NoisePolicy::none) {
+    const std::int64_t cols = axis == RankAxis::rows ? length : rank;
+    for (std::int64_t r = 0; r < rank; ++r)
+      for (std::int64_t col = 0; col < length; ++col) {
+        const std::int64_t row_in_matrix = axis == RankAxis::rows ? r : col;
+        const std::int64_t col_in_matrix = axis == RankAxis::rows ? col : r;
+        const auto index = static_cast<std::uint64_t>(row_in_matrix * cols + col_in_matrix);
+        const double z = precision == Precision::fp64
+                             ? gaussian_at<double>(plan.key, index)
+                             : static_cast<double>(gaussian_at<float>(plan.key, index));
+        const std::size_t e = static_cast<std::size_t>(r * length + col);
+        out.noise[e] = plan.sigma * z;
+        if (plan.noise == NoisePolicy::discarded)
+          v[e] -= out.noise[e];
+      }
+  }
+  const ReferenceSpectrum reference = reference_spectrum(x, rank, length);
+  const std::size_t kept =
+      std::min<std::size_t>(plan.kept, static_cast<std::size_t>(std::min(rank, length)));
+  out.values = reference_projection(reference, kept, v, rank, length);
+  for (std::size_t e = 0; e < out.values.size(); ++e)
+    out.values[e] += out.noise[e];
+  out.column_norms = column_norms(v, rank, length);
+  out.relative = subspace_bound(reference, kept, gram_bound) +
+                 projection_relative_bound(precision, rank, static_cast<std::int64_t>(kept));
+  return out;
+}
+
+/// The largest |written - expected| relative to its bound (at most 1 passes): per entry
+/// relative ||v_col|| + u_store |y| + (2 u_real + transform_slack) (|y| + |z|) + underflow,
+/// i.e. the kept span and the arithmetic, one rounding to the storage type (unit roundoff
+/// u_store), the noise add, a noise transform within transform_slack of the host's, and the
+/// storage type's rounding of tiny results.
+inline double worst_write_error(const ExpectedWrite& expected, const std::vector<double>& written,
+                                std::int64_t length, Precision precision, double u_store,
+                                double transform_slack, double underflow) {
+  if (written.size() != expected.values.size())
+    return std::numeric_limits<double>::infinity();
+  const double u_real = projection_roundoff(precision);
+  double worst = 0.0;
+  for (std::size_t e = 0; e < written.size(); ++e) {
+    const double y = expected.values[e], z = expected.noise[e];
+    const double bound =
+        expected.relative * expected.column_norms[e % static_cast<std::size_t>(length)] +
+        u_store * std::abs(y) + (2 * u_real + transform_slack) * (std::abs(y) + std::abs(z)) +
+        underflow;
+    worst = std::max(worst, std::abs(written[e] - y) / bound);
+  }
+  return worst;
 }
 
 }  // namespace aclora::cuda_test
