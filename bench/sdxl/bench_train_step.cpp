@@ -90,7 +90,8 @@ int main(int argc, char** argv) try {
       torch::tensor({static_cast<float>(options.size), static_cast<float>(options.size), 0.0f, 0.0f,
                      static_cast<float>(options.size), static_cast<float>(options.size)})
           .repeat({options.batch, 1})};
-  const std::vector<float> abar = sdxl::NoiseSchedule{}.alphas_cumprod();
+  const torch::Tensor abar =
+      sdxl::alphas_cumprod_on(sdxl::NoiseSchedule{}.alphas_cumprod(), torch::kCPU);
   const sdxl::LossOptions loss_options;
   std::vector<double> seconds;
   for (int i = 0; i < options.warmup + options.steps; ++i) {

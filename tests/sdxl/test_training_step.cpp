@@ -7,6 +7,8 @@
 #include <aclora/adapters/train/network.hpp>
 #include <aclora/adapters/train/tensor_io.hpp>
 
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "reference_fixtures.hpp"
@@ -51,7 +53,8 @@ TEST(TrainingStep, EqualsDiffusersAndPeft) {
   const sdxl::TrainBatch batch{tensor("batch.latents"), tensor("batch.context"),
                                tensor("batch.pooled"), tensor("batch.time_ids")};
   const sdxl::StepDraws draws{tensor("batch.noise"), tensor("batch.timesteps")};
-  const std::vector<float> abar = sdxl::NoiseSchedule{}.alphas_cumprod();
+  const torch::Tensor abar =
+      sdxl::alphas_cumprod_on(sdxl::NoiseSchedule{}.alphas_cumprod(), torch::kCPU);
   for (const auto target : {sdxl::PredictionTarget::epsilon, sdxl::PredictionTarget::v}) {
     for (const double gamma : {0.0, 5.0}) {
       const std::string name =
@@ -77,4 +80,44 @@ TEST(TrainingStep, EqualsDiffusersAndPeft) {
       EXPECT_LT(worst, 1e-4) << name;
     }
   }
+}
+
+// fp16 loss scaling: overflowed gradients skip the step and halve the scale, 2000 good steps
+// double it; the state round-trips (a resumed run continues the same count), and a bad state
+// is refused by name without changing the scaler.
+TEST(LossScaler, ScalesUnscalesAndRoundTripsItsState) {
+  sdxl::LossScaler scaler(true);
+  torch::Tensor parameter = torch::ones({3}, torch::kFloat32).set_requires_grad(true);
+  const auto backward_with = [&](float value) {
+    parameter.mutable_grad() = torch::full({3}, value, torch::kFloat32);
+  };
+  EXPECT_EQ(scaler.scale(torch::tensor(2.0)).item<double>(), 2.0 * 65536.0);
+  backward_with(65536.0f);
+  EXPECT_TRUE(scaler.unscale({parameter}));
+  EXPECT_EQ(parameter.grad()[0].item<float>(), 1.0f);
+  backward_with(std::numeric_limits<float>::infinity());
+  EXPECT_FALSE(scaler.unscale({parameter}));
+  EXPECT_EQ(scaler.value(), 32768.0);
+  for (int i = 0; i < 1999; ++i) {
+    backward_with(1.0f);
+    ASSERT_TRUE(scaler.unscale({parameter}));
+  }
+  EXPECT_EQ(scaler.value(), 32768.0);
+
+  sdxl::LossScaler resumed(true);
+  resumed.restore(scaler.state());
+  backward_with(1.0f);
+  ASSERT_TRUE(resumed.unscale({parameter}));
+  EXPECT_EQ(resumed.value(), 65536.0);  // the 2000th good step, counted across the resume
+
+  EXPECT_THROW(resumed.restore(torch::tensor({1.0, 0.0}, torch::kFloat32)), std::invalid_argument);
+  EXPECT_THROW(resumed.restore(torch::tensor({-1.0, 0.0}, torch::kFloat64)), std::invalid_argument);
+  EXPECT_THROW(resumed.restore(torch::tensor({1.0, 2000.0}, torch::kFloat64)),
+               std::invalid_argument);
+  EXPECT_EQ(resumed.value(), 65536.0);
+
+  sdxl::LossScaler disabled(false);
+  backward_with(std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(disabled.unscale({parameter}));
+  EXPECT_EQ(disabled.scale(torch::tensor(2.0)).item<double>(), 2.0);
 }

@@ -69,42 +69,6 @@ void validate(const TrainOptions& o) {
     fail("--min-snr-gamma and --noise-offset must be >= 0");
 }
 
-// Dynamic loss scaling for fp16 (as torch.cuda.amp.GradScaler): scale the loss, unscale the
-// gradients, skip steps whose gradients overflowed and halve the scale, double it after
-// 2000 good steps.
-class LossScaler {
- public:
-  explicit LossScaler(bool enabled) : enabled_(enabled) {}
-  torch::Tensor scale(const torch::Tensor& loss) const { return enabled_ ? loss * scale_ : loss; }
-  // Unscales the gradients; false when one of them is not finite (the step is skipped).
-  bool unscale(const std::vector<torch::Tensor>& parameters) {
-    if (!enabled_)
-      return true;
-    torch::NoGradGuard no_grad;
-    bool finite = true;
-    for (const auto& parameter : parameters) {
-      if (!parameter.grad().defined())
-        continue;
-      parameter.grad().div_(scale_);
-      finite = finite && parameter.grad().isfinite().all().item<bool>();
-    }
-    if (!finite) {
-      scale_ /= 2.0;
-      good_steps_ = 0;
-    } else if (++good_steps_ == 2000) {
-      scale_ *= 2.0;
-      good_steps_ = 0;
-    }
-    return finite;
-  }
-  double value() const { return scale_; }
-
- private:
-  bool enabled_;
-  double scale_ = 65536.0;
-  int good_steps_ = 0;
-};
-
 aclora::train::Targets unet_targets(const std::string& name) {
   if (name == "attn")
     return aclora::train::Targets::sdxl_unet_attention();
@@ -401,7 +365,7 @@ TrainResult train(const TrainOptions& requested,
   run_options.on_restart = [&](const aclora::logs::RankHistory& history) {
     aclora::logs::draw_rank_picture(history, options.output / "ranks.png");
   };
-  const std::vector<float> abar = scheduler.schedule.alphas_cumprod();
+  const torch::Tensor abar = alphas_cumprod_on(scheduler.schedule.alphas_cumprod(), device);
   const AutocastState autocast_on = AutocastState::on(device.is_cuda(), autocast_dtype);
   const auto text_of = [&](const std::string& caption) -> CachedText {
     if (const auto found = texts.find(caption); found != texts.end())
@@ -430,7 +394,11 @@ TrainResult train(const TrainOptions& requested,
     return TrainBatch{on(x, torch::kFloat32), on(context, model_dtype), on(pooled, model_dtype),
                       on(time_ids, model_dtype)};
   };
-  LossScaler scaler(options.mixed_precision == "fp16");
+  sdxl::LossScaler scaler(options.mixed_precision == "fp16");
+  if (options.mixed_precision == "fp16")
+    run_options.extra_state = [&scaler] {
+      return std::map<std::string, torch::Tensor>{{"loss_scaler", scaler.state()}};
+    };
   int64_t cached_epoch = -1;
   std::vector<Batch> batches;
   const auto step = [&](const aclora::train::StepContext& context) -> double {
@@ -563,8 +531,12 @@ TrainResult train(const TrainOptions& requested,
   };
   aclora::train::TrainingRun run(network, optimizer, run_options);
   run_pointer = &run;
-  if (options.resume)
+  if (options.resume) {
     run.resume_latest();
+    if (const auto found = run.resumed_extra().find("loss_scaler");
+        found != run.resumed_extra().end())
+      scaler.restore(found->second);
+  }
   const aclora::train::RunSummary summary = run.run(steps_per_epoch, step);
 
   TrainResult result;

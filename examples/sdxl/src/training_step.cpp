@@ -1,5 +1,6 @@
 #include "sdxl/training_step.hpp"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -23,15 +24,19 @@ StepDraws draw_step(const TrainBatch& batch, const LossOptions& options) {
 }
 
 torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
-                             const std::vector<float>& alphas_cumprod, const LossOptions& options) {
-  const int64_t steps = static_cast<int64_t>(alphas_cumprod.size());
-  if (draws.timesteps.min().item<int64_t>() < 0 || draws.timesteps.max().item<int64_t>() >= steps)
+                             const torch::Tensor& alphas_cumprod, const LossOptions& options) {
+  const int64_t steps = alphas_cumprod.numel();
+  if (alphas_cumprod.dim() != 1 || alphas_cumprod.scalar_type() != torch::kFloat32 ||
+      alphas_cumprod.device() != batch.latents.device())
+    throw std::invalid_argument(
+        "alphas_cumprod must be a 1-D float32 tensor on the latents' device");
+  const auto [lowest, highest] = torch::aminmax(draws.timesteps);
+  const torch::Tensor range = torch::stack({lowest, highest}).cpu();  // one device sync
+  if (range[0].item<int64_t>() < 0 || range[1].item<int64_t>() >= steps)
     throw std::invalid_argument("timesteps outside [0, " + std::to_string(steps) + ")");
   if (draws.noise.sizes() != batch.latents.sizes())
     throw std::invalid_argument("noise and latents differ in shape");
-  const auto device = batch.latents.device();
-  const torch::Tensor abar =
-      torch::tensor(alphas_cumprod, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
+  const torch::Tensor& abar = alphas_cumprod;
   const torch::Tensor latents = batch.latents.to(torch::kFloat32);
   // diffusers' add_noise / get_velocity / compute_snr, in fp32.
   const torch::Tensor sqrt_abar =
@@ -53,6 +58,54 @@ torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraw
   torch::Tensor weights = torch::clamp_max(snr, options.min_snr_gamma);
   weights = options.target == PredictionTarget::epsilon ? weights / snr : weights / (snr + 1.0);
   return (per_sample * weights).mean();
+}
+
+torch::Tensor LossScaler::scale(const torch::Tensor& loss) const {
+  return enabled_ ? loss * scale_ : loss;
+}
+
+bool LossScaler::unscale(const std::vector<torch::Tensor>& parameters) {
+  if (!enabled_)
+    return true;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> finite_flags;
+  for (const auto& parameter : parameters) {
+    if (!parameter.grad().defined())
+      continue;
+    parameter.grad().div_(scale_);
+    finite_flags.push_back(parameter.grad().isfinite().all());
+  }
+  // One device sync for all gradients.
+  const bool finite = finite_flags.empty() || torch::stack(finite_flags).all().item<bool>();
+  if (!finite) {
+    scale_ /= 2.0;
+    good_steps_ = 0;
+  } else if (++good_steps_ == 2000) {
+    scale_ *= 2.0;
+    good_steps_ = 0;
+  }
+  return finite;
+}
+
+torch::Tensor LossScaler::state() const {
+  return torch::tensor({scale_, static_cast<double>(good_steps_)}, torch::kFloat64);
+}
+
+void LossScaler::restore(const torch::Tensor& state) {
+  if (state.dim() != 1 || state.size(0) != 2 || state.scalar_type() != torch::kFloat64)
+    throw std::invalid_argument(
+        "loss scaler state: expected 2 float64 values, got a " +
+        std::string(state.scalar_type() == torch::kFloat64 ? "float64" : "non-float64") +
+        " tensor of " + std::to_string(state.numel()) + " values");
+  const double scale = state[0].item<double>(), good_steps = state[1].item<double>();
+  if (!(std::isfinite(scale) && scale > 0.0))
+    throw std::invalid_argument("loss scaler state: scale " + std::to_string(scale) +
+                                " is not finite and positive");
+  if (!(good_steps >= 0.0 && good_steps < 2000.0 && good_steps == std::floor(good_steps)))
+    throw std::invalid_argument("loss scaler state: good-step count " + std::to_string(good_steps) +
+                                " is not an integer in [0, 2000)");
+  scale_ = scale;
+  good_steps_ = static_cast<int>(good_steps);
 }
 
 }  // namespace sdxl

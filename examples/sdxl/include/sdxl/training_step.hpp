@@ -51,10 +51,51 @@ StepDraws draw_step(const TrainBatch& batch, const LossOptions& options);
 /// @param unet the UNet (its LoRAs trainable)
 /// @param batch cached latents, text embeddings and time ids
 /// @param draws the step's noise and timesteps (draw_step)
-/// @param alphas_cumprod abar_t for t in [0, T) (fp32)
+/// @param alphas_cumprod abar_t for t in [0, T): [T] float32 on the latents' device (made once
+///        by the caller, see alphas_cumprod_on)
 /// @param options prediction target, min-SNR gamma
-/// @throws std::invalid_argument for timesteps outside [0, T) or mismatched shapes
+/// @throws std::invalid_argument for timesteps outside [0, T), mismatched shapes, or
+///         alphas_cumprod of another shape, dtype or device
 torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
-                             const std::vector<float>& alphas_cumprod, const LossOptions& options);
+                             const torch::Tensor& alphas_cumprod, const LossOptions& options);
+
+/// abar_t (a NoiseSchedule's alphas_cumprod()) as the [T] float32 tensor diffusion_loss takes.
+inline torch::Tensor alphas_cumprod_on(const std::vector<float>& alphas_cumprod,
+                                       torch::Device device) {
+  return torch::tensor(alphas_cumprod, torch::kFloat32).to(device);
+}
+
+/// Dynamic loss scaling for fp16 training, as torch.cuda.amp.GradScaler does it: the loss is
+/// multiplied by the scale (initially 2^16) before backward, the gradients divided by it
+/// before the optimizer step; a step whose gradients are not all finite is skipped and halves
+/// the scale, 2000 good steps in a row double it. Disabled, it changes nothing.
+class LossScaler {
+ public:
+  /// A scaler; `enabled` false makes every call a no-op that reports finite gradients.
+  explicit LossScaler(bool enabled) : enabled_(enabled) {}
+
+  /// The loss times the scale (the loss itself when disabled).
+  torch::Tensor scale(const torch::Tensor& loss) const;
+
+  /// Divides every defined gradient by the scale and updates the scale.
+  /// @return false when a gradient holds a NaN or an infinity (skip the optimizer step)
+  bool unscale(const std::vector<torch::Tensor>& parameters);
+
+  double value() const { return scale_; }  ///< the current scale
+
+  /// The scale and the count of good steps, [2] float64, for a training state (so a resumed
+  /// run scales as the uninterrupted one would).
+  torch::Tensor state() const;
+
+  /// Restores what state() returned.
+  /// @throws std::invalid_argument for a tensor of another shape or dtype, a scale that is
+  /// not finite and positive, or a step count outside [0, 2000)
+  void restore(const torch::Tensor& state);
+
+ private:
+  bool enabled_;
+  double scale_ = 65536.0;
+  int good_steps_ = 0;
+};
 
 }  // namespace sdxl
