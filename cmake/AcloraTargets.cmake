@@ -82,7 +82,7 @@ if(ACLORA_HAVE_TORCH)
   add_library(aclora_torch INTERFACE)
   add_library(aclora::torch ALIAS aclora_torch)
   set_target_properties(aclora_torch PROPERTIES EXPORT_NAME torch)
-  target_link_libraries(aclora_torch INTERFACE aclora_core torch)
+  target_link_libraries(aclora_torch INTERFACE aclora_core torch ${CMAKE_DL_LIBS})
   target_include_directories(aclora_torch INTERFACE
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/backends/torch/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "aclora/backends/eigen/parallel.hpp"
 #include "aclora/backends/eigen/product.hpp"
+#include "aclora/parallel.hpp"
 #include "common/sdxl_shapes.hpp"
 
 namespace {
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
 
   auto start = clock_type::now();
   std::vector<std::size_t> kept(modules.size());
-  aclora::backends::eigen::for_each_index(modules.size(), threads, [&](std::size_t i, unsigned) {
+  aclora::for_each_index(modules.size(), threads, [&](std::size_t i, unsigned) {
     kept[i] = product_resize(modules[i], energy);
   });
   const double product_seconds = seconds_since(start);
@@ -114,9 +114,8 @@ int main(int argc, char** argv) {
   double dense_seconds = 0.0;
   if (dense_all) {
     start = clock_type::now();
-    aclora::backends::eigen::for_each_index(modules.size(), threads, [&](std::size_t i, unsigned) {
-      dense_resize(modules[i], energy);
-    });
+    aclora::for_each_index(modules.size(), threads,
+                           [&](std::size_t i, unsigned) { dense_resize(modules[i], energy); });
     dense_seconds = seconds_since(start);
     std::printf("dense dW + full SVD: %.3f s for all %zu modules\n", dense_seconds, modules.size());
   } else {

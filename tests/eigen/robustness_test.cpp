@@ -1,16 +1,12 @@
-// Edge cases of the Eigen backend: a worker thread that cannot start, layers that share
-// memory (refused) or interleave without sharing (accepted), and a matrix whose norm
-// exceeds the float64 range (refused with nothing written).
+// Edge cases of the Eigen backend: layers that share memory (refused) or interleave without
+// sharing (accepted), and a matrix whose norm exceeds the float64 range (refused with nothing
+// written). (Worker threads that cannot start: tests/core/parallel_test.cpp.)
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
-#include <atomic>
 #include <cstring>
-#include <functional>
 #include <stdexcept>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "aclora/backends/eigen.hpp"
@@ -23,36 +19,6 @@ using Driver = aclora::Restart<Backend>;
 using ViewModule = Driver::module_type;
 using aclora::backends::eigen::MatrixView;
 using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// Starts the first `allowed` threads, then fails as a system out of threads does.
-struct FailingStart {
-  int allowed = 0;
-  std::thread operator()(std::function<void()> body) {
-    if (allowed-- <= 0)
-      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
-    return std::thread(std::move(body));
-  }
-};
-
-// When the third of four worker threads cannot start, no task runs at all (the started
-// threads are released and joined) and an aclora::Error says what happened.
-TEST(Threads, WorkerThatCannotStartRunsNoTask) {
-  std::atomic<int> tasks{0};
-  try {
-    aclora::backends::eigen::for_each_index(
-        100, 4, [&](std::size_t, unsigned) { ++tasks; }, FailingStart{2});
-    ADD_FAILURE() << "expected aclora::Error";
-  } catch (const aclora::Error& error) {
-    EXPECT_NE(std::string(error.what()).find("could not start worker thread 3 of 4"),
-              std::string::npos)
-        << error.what();
-  }
-  EXPECT_EQ(tasks.load(), 0);
-  // With every thread started, every task runs once.
-  aclora::backends::eigen::for_each_index(
-      100, 4, [&](std::size_t, unsigned) { ++tasks; }, FailingStart{3});
-  EXPECT_EQ(tasks.load(), 100);
-}
 
 // Two down factors that are overlapping row blocks of one buffer (rows 0-7 and 4-11): an
 // error naming both modules, nothing written.

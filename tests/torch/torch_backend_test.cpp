@@ -3,7 +3,8 @@
 // views, results independent of batching and thread count for both routes, the tensor
 // route against the CPU kernels, exact power-of-two scaling, the device noise (Philox and
 // Box-Muller as tensor operations) against the core, shared memory and check()'s
-// rejections, failures named by module and layer.
+// rejections, failures named by module and layer, OpenBLAS held to one thread meanwhile.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -519,3 +520,26 @@ TEST(TorchBackend, CheckRejectsWhatItCannotWrite) {
 }
 
 }  // namespace
+
+// While the CPU route's workers call LAPACK, OpenBLAS (when the process has it) runs one
+// thread, and its previous thread count comes back afterwards, also after a RESTART.
+TEST(TorchBackend, OpenBlasHeldToOneThreadAndRestored) {
+  using GetThreads = int (*)();
+  using SetThreads = void (*)(int);
+  const auto get = reinterpret_cast<GetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  const auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (get == nullptr || set == nullptr)
+    GTEST_SKIP() << "no OpenBLAS in this process";
+  const int before = get();
+  set(3);
+  {
+    const aclora::backends::libtorch::SingleThreadedOpenBlas guard;
+    EXPECT_EQ(guard.previous_threads(), 3);
+    EXPECT_EQ(get(), 1);
+  }
+  EXPECT_EQ(get(), 3);
+  std::vector<Module> model{Module::lora("m", planted(8, 300, 1), planted(200, 8, 2))};
+  (void)TorchRestart({.seed = 1}).at_threshold(model, 0.9);
+  EXPECT_EQ(get(), 3);
+  set(before);
+}

@@ -12,8 +12,8 @@
 #include <mutex>
 
 #include "aclora/adapters/json/dump.hpp"
-#include "aclora/backends/eigen/parallel.hpp"
 #include "aclora/backends/eigen/product.hpp"
+#include "aclora/parallel.hpp"
 #include "commands.hpp"
 
 namespace aclora::lora_tool {
@@ -88,7 +88,7 @@ void for_each_module(std::size_t count, unsigned threads, std::ostream& err, con
   std::atomic<std::size_t> done{0};
   std::mutex print;
   bool printed = false;
-  backends::eigen::for_each_index(count, threads, [&](std::size_t i, unsigned) {
+  aclora::for_each_index(count, threads, [&](std::size_t i, unsigned) {
     task(i);
     const std::size_t finished = ++done;
     const auto now = clock::now();

@@ -13,10 +13,10 @@
 #include "aclora/backends/eigen/analyze.hpp"
 #include "aclora/backends/eigen/apply.hpp"
 #include "aclora/backends/eigen/matrix.hpp"
-#include "aclora/backends/eigen/parallel.hpp"
 #include "aclora/error.hpp"
 #include "aclora/layer.hpp"
 #include "aclora/memory.hpp"
+#include "aclora/parallel.hpp"
 #include "aclora/precision.hpp"
 
 namespace aclora::backends {
@@ -87,7 +87,7 @@ class EigenBackend {
                         std::span<LayerSpectrum> spectra) const {
     analysis_type bases(layers.size());
     const Precision precision = resolved_precision();
-    eigen::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned) {
+    aclora::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned) {
       eigen::visit_rank_major(layers[i], [&](auto&& rank_major) {
         bases[i] =
             options_.method == eigen::Method::gram
@@ -115,11 +115,11 @@ class EigenBackend {
     const bool single = precision == Precision::fp32;
     // All scratch memory is allocated here, before the first write; every worker thread
     // starts before the first write too (for_each_index).
-    std::vector<eigen::Workspace> workspaces(eigen::worker_count(layers.size(), options_.threads));
+    std::vector<eigen::Workspace> workspaces(aclora::worker_count(layers.size(), options_.threads));
     for (auto& workspace : workspaces) {
       workspace.reserve(largest_rank, options_.panel_width, largest_kept, single);
     }
-    eigen::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned worker) {
+    aclora::for_each_index(layers.size(), options_.threads, [&](std::size_t i, unsigned worker) {
       eigen::Workspace& workspace = workspaces[worker];
       const MatrixShape size = shape(layers[i].matrix);
       const bool rows_axis = layers[i].axis == RankAxis::rows;

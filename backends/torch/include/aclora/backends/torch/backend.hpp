@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "aclora/backend.hpp"
+#include "aclora/backends/torch/blas_threads.hpp"
 #include "aclora/backends/torch/cpu_route.hpp"
 #include "aclora/backends/torch/device.hpp"
 #include "aclora/backends/torch/matrix.hpp"
@@ -37,8 +38,8 @@ namespace aclora::backends {
 /// rounded to the storage dtype once. Tensors keep their identity, storage, grad and
 /// optimizer state.
 ///
-/// - CPU tensors (torch/cpu_route.hpp): each layer is analysed and written by one worker
-///   of ATen's intra-op pool, panel by panel, straight from and to its memory with our own
+/// - CPU tensors (torch/cpu_route.hpp): each layer is analysed and written by one of
+///   at::get_num_threads() workers, panel by panel, straight from and to its memory with our own
 ///   kernels (torch/cpu_kernels.hpp); the write allocates nothing and cannot fail.
 /// - Other devices, and CPU tensors with Options::cpu_kernels false
 ///   (torch/tensor_route.hpp): layers of equal rank-major shape R x n, dtype and device are
@@ -147,7 +148,7 @@ class TorchBackend {
 
  private:
   // The CPU route's analysis: workspaces for the largest R (kept for apply), then every
-  // layer, largest first, on ATen's intra-op pool.
+  // layer, largest first, on at::get_num_threads() workers.
   void analyze_cpu(std::span<const Layer<matrix_type>> layers, std::span<LayerSpectrum> spectra,
                    Analysis& analysis) const {
     if (analysis.cpu_layers.empty())
@@ -171,6 +172,7 @@ class TorchBackend {
     analysis.cpu_bases.resize(layers.size());
     const bool single = analysis.cpu_precision != Precision::fp64;
     auto& workspaces = *analysis.workspaces;
+    const libtorch::SingleThreadedOpenBlas one_blas_thread_per_worker;
     libtorch::for_each_item(analysis.cpu_layers, workers, [&](std::size_t i, std::size_t worker) {
       analysis.cpu_bases[i] =
           libtorch::analyze_layer_cpu(layers[i], single, workspaces[worker], spectra[i]);

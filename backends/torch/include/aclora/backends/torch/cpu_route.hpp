@@ -12,21 +12,20 @@
 /// written in place. Nothing is allocated during the write: the workspaces are made by the
 /// analysis.
 ///
-/// Threads: the layers, largest first, are shared dynamically among the workers of one
-/// at::parallel_for (ATen's intra-op pool, at::get_num_threads() of them), so the pool is
-/// entered twice per RESTART (analysis, write), not once per batch, and no thread pool is
-/// started besides ATen's. A layer's numbers do not depend on which thread computes it.
+/// Threads: the layers, largest first, are shared dynamically among at::get_num_threads()
+/// workers of aclora::for_each_index, started twice per RESTART (analysis, write). Not
+/// at::parallel_for: with an OpenMP build of LibTorch it runs serially in any translation
+/// unit compiled without -fopenmp (that is, in most users' code). ATen's own pool is idle
+/// meanwhile. A layer's numbers do not depend on which thread computes it.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +39,7 @@
 #include "aclora/backends/torch/matrix.hpp"
 #include "aclora/layer.hpp"
 #include "aclora/noise.hpp"
+#include "aclora/parallel.hpp"
 #include "aclora/precision.hpp"
 #include "aclora/spectrum.hpp"
 
@@ -419,18 +419,16 @@ inline void apply_layer_cpu(const Layer<at::Tensor>& layer, const CpuLayerBasis&
 }
 
 /// Calls task(item, worker) for every item of `items`, shared dynamically among at most
-/// `workers` threads of ATen's intra-op pool (one at::parallel_for); `worker` < workers
-/// names the calling worker's scratch. Without autograd in every worker. The first
-/// exception of a task is rethrown after all workers stopped.
+/// `workers` threads (aclora::for_each_index); `worker` < workers names the calling worker's
+/// scratch. Without autograd in every worker. Every worker starts before any task runs; the
+/// first exception of a task is rethrown after all workers stopped.
 template <class Task>
 void for_each_item(std::span<const std::size_t> items, std::size_t workers, Task&& task) {
-  std::atomic<std::size_t> next{0};
-  const auto count = static_cast<std::int64_t>(std::max<std::size_t>(workers, 1));
-  at::parallel_for(0, count, 1, [&](std::int64_t begin, std::int64_t) {
-    const c10::AutoGradMode no_grad(false);  // grad mode is per thread
-    for (std::size_t i = next++; i < items.size(); i = next++)
-      task(items[i], static_cast<std::size_t>(begin));
-  });
+  aclora::for_each_index(items.size(), static_cast<unsigned>(std::max<std::size_t>(workers, 1)),
+                         [&](std::size_t k, unsigned worker) {
+                           const c10::AutoGradMode no_grad(false);  // grad mode is per thread
+                           task(items[k], static_cast<std::size_t>(worker));
+                         });
 }
 
 }  // namespace aclora::backends::libtorch

@@ -1,5 +1,10 @@
 /// @file parallel.hpp
-/// @brief Runs independent per-layer tasks on a few threads.
+/// @brief aclora::for_each_index: independent per-layer tasks on a few threads of our own,
+/// used by the CPU backends (Eigen, and LibTorch's CPU route) and the LoRA tools.
+///
+/// Why our own threads and not ATen's at::parallel_for: with an OpenMP build of LibTorch
+/// (Debian's), at::parallel_for is an inline template whose `#pragma omp parallel` only takes
+/// effect in translation units compiled with -fopenmp; elsewhere it runs serially.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +21,7 @@
 
 #include "aclora/error.hpp"
 
-namespace aclora::backends::eigen {
+namespace aclora {
 
 /// The number of workers for_each_index uses for `threads` (0: one per hardware thread).
 inline unsigned worker_count(std::size_t count, unsigned threads) {
@@ -91,4 +96,4 @@ void for_each_index(std::size_t count, unsigned threads, Task&& task, Start&& st
     std::rethrow_exception(failure);
 }
 
-}  // namespace aclora::backends::eigen
+}  // namespace aclora
