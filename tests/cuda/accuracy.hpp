@@ -201,16 +201,16 @@ inline std::vector<double> column_norms(const std::vector<double>& v, std::int64
 }
 
 /// The largest error of a layer's analysis relative to its bound (at most 1 passes) against
-/// the float64 reference of its stored values x (rank-major R x n): every singular value
-/// within singular_value_bound for the Gram error `gram_bound`, and the entry sum within
-/// float64 summation of the |x|. Infinite when the spectrum is not finite, failed, or holds
+/// `reference`, the float64 reference_spectrum of its stored values x (rank-major R x n): every
+/// singular value within singular_value_bound for the Gram error `gram_bound`, and the entry sum
+/// within float64 summation of the |x|. Infinite when the spectrum is not finite, failed, or holds
 /// other than min(R, n) values.
 inline double worst_spectrum_error(const LayerSpectrum& spectrum, const std::vector<double>& x,
-                                   std::int64_t rank, std::int64_t length, double gram_bound) {
+                                   const ReferenceSpectrum& reference, std::int64_t rank,
+                                   std::int64_t length, double gram_bound) {
   const std::size_t q = static_cast<std::size_t>(std::min(rank, length));
   if (!spectrum.finite || !spectrum.failure.empty() || spectrum.singular_values.size() != q)
     return std::numeric_limits<double>::infinity();
-  const ReferenceSpectrum reference = reference_spectrum(x, rank, length);
   double worst = 0.0;
   for (std::size_t k = 0; k < q; ++k)
     worst = std::max(worst, std::abs(spectrum.singular_values[k] - reference.singular(k)) /

@@ -36,13 +36,11 @@ torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraw
     throw std::invalid_argument("timesteps outside [0, " + std::to_string(steps) + ")");
   if (draws.noise.sizes() != batch.latents.sizes())
     throw std::invalid_argument("noise and latents differ in shape");
-  const torch::Tensor& abar = alphas_cumprod;
   const torch::Tensor latents = batch.latents.to(torch::kFloat32);
   // diffusers' add_noise / get_velocity / compute_snr, in fp32.
-  const torch::Tensor sqrt_abar =
-      abar.index_select(0, draws.timesteps).pow(0.5).view({-1, 1, 1, 1});
-  const torch::Tensor sqrt_one_minus =
-      (1.0 - abar.index_select(0, draws.timesteps)).pow(0.5).view({-1, 1, 1, 1});
+  const torch::Tensor abar = alphas_cumprod.index_select(0, draws.timesteps);
+  const torch::Tensor sqrt_abar = abar.pow(0.5).view({-1, 1, 1, 1});
+  const torch::Tensor sqrt_one_minus = (1.0 - abar).pow(0.5).view({-1, 1, 1, 1});
   const torch::Tensor noisy = sqrt_abar * latents + sqrt_one_minus * draws.noise;
   const torch::Tensor target = options.target == PredictionTarget::epsilon
                                    ? draws.noise
@@ -93,10 +91,8 @@ torch::Tensor LossScaler::state() const {
 
 void LossScaler::restore(const torch::Tensor& state) {
   if (state.dim() != 1 || state.size(0) != 2 || state.scalar_type() != torch::kFloat64)
-    throw std::invalid_argument(
-        "loss scaler state: expected 2 float64 values, got a " +
-        std::string(state.scalar_type() == torch::kFloat64 ? "float64" : "non-float64") +
-        " tensor of " + std::to_string(state.numel()) + " values");
+    throw std::invalid_argument("loss scaler state: expected [2] float64, got " +
+                                c10::str(state.sizes()) + " " + c10::toString(state.scalar_type()));
   const double scale = state[0].item<double>(), good_steps = state[1].item<double>();
   if (!(std::isfinite(scale) && scale > 0.0))
     throw std::invalid_argument("loss scaler state: scale " + std::to_string(scale) +
