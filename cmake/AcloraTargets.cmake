@@ -190,6 +190,21 @@ if(TARGET aclora_torch)
   add_library(aclora::train ALIAS aclora_train)
   set_target_properties(aclora_train PROPERTIES EXPORT_NAME train)
   target_link_libraries(aclora_train INTERFACE aclora_logs aclora_torch)
+  # Multi-process training (train/distributed): Gloo's headers come from the system (Debian:
+  # libgloo-dev) and are found by the header itself; NCCL's process group needs a CUDA
+  # LibTorch and nccl.h (PyPI: the nvidia-nccl wheel beside torch, or NCCL_HOME).
+  if(TORCH_CUDA_LIBRARIES)
+    find_path(ACLORA_NCCL_INCLUDE_DIR nccl.h
+              HINTS ${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include $ENV{NCCL_HOME}/include
+                    ${CUDAToolkit_INCLUDE_DIRS})
+    if(ACLORA_NCCL_INCLUDE_DIR)
+      target_include_directories(aclora_train SYSTEM INTERFACE ${ACLORA_NCCL_INCLUDE_DIR})
+      target_compile_definitions(aclora_train INTERFACE ACLORA_WITH_NCCL USE_C10D_NCCL)
+      message(STATUS "aclora: multi-GPU training over NCCL (${ACLORA_NCCL_INCLUDE_DIR})")
+    else()
+      message(STATUS "aclora: nccl.h not found: multi-GPU training is off (set NCCL_HOME)")
+    endif()
+  endif()
 endif()
 
 message(STATUS "aclora backends: ${ACLORA_ENABLED_BACKENDS}")

@@ -7,6 +7,9 @@ packages=(
   cmake g++ make pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtorch-dev
+  # Multi-process training over Gloo (libtorch-dev's c10d headers include Gloo's), and
+  # torchrun (python3-torch), which the multi-process tests launch with.
+  libgloo-dev python3-torch
   # LibTorch links the system BLAS and LAPACK, the slow reference ones unless OpenBLAS is
   # installed (RESTART r = 64 over 722 modules, Torch backend: 4.10 s -> 3.45 s; ctest 200 s
   # -> 156 s on 2 cores).

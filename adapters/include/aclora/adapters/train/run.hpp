@@ -64,6 +64,13 @@ struct RunOptions {
   /// validation, samples, LoRA files. The scalars it returns are logged (metrics record
   /// {"type": "epoch", ...} and TensorBoard tags "epoch/NAME").
   std::function<std::vector<std::pair<std::string, double>>(int, std::int64_t)> on_epoch_end;
+  /// false on every process of a multi-process run but the one that writes (rank 0): no
+  /// metrics, TensorBoard events, states or progress (on_restart and on_epoch_end still run).
+  bool writes_files = true;
+  /// Multi-process runs: turns this process's "interrupted" flag into the decision of all
+  /// (true when any process was interrupted), so that all stop after the same step. Called
+  /// exactly once after every step and once after every epoch, on every process.
+  std::function<bool(bool)> interrupt_consensus;
 };
 
 /// What a step is told.
@@ -209,10 +216,14 @@ class TrainingRun {
     open_logs();
     detail::InterruptGuard interrupt;
     std::optional<logs::Progress> progress;
-    if (options_.progress) {
+    if (options_.progress && options_.writes_files) {
       progress.emplace(options_.epochs, static_cast<std::size_t>(steps_per_epoch),
                        options_.progress_output.value_or(logs::stderr_progress_output()));
     }
+    const auto stop_requested = [&] {
+      return options_.interrupt_consensus ? options_.interrupt_consensus(interrupt.raised())
+                                          : interrupt.raised();
+    };
     RunSummary summary;
     RunPosition& p = position_;
     while (p.epoch < options_.epochs) {
@@ -235,7 +246,8 @@ class TrainingRun {
         ++p.step_in_epoch;
         p.epoch_loss_sum += loss;
         ++p.epoch_loss_count;
-        metrics_->write_step(p.epoch, p.global_step, loss, context.lr);
+        if (metrics_)
+          metrics_->write_step(p.epoch, p.global_step, loss, context.lr);
         if (events_)
           events_->add_scalars(p.global_step, {{"train/loss", loss}, {"train/lr", context.lr}});
         if (progress)
@@ -244,7 +256,7 @@ class TrainingRun {
         if (!epoch_end && options_.save_every_n_steps > 0 &&
             p.global_step % options_.save_every_n_steps == 0)
           save();
-        if (interrupt.raised() && !epoch_end) {
+        if (stop_requested() && !epoch_end) {
           save();
           return finish(summary, true);
         }
@@ -256,7 +268,7 @@ class TrainingRun {
       if ((options_.save_every_n_epochs > 0 && p.epoch % options_.save_every_n_epochs == 0) ||
           (last && options_.save_every_n_epochs > 0))
         save();
-      if (interrupt.raised() && !last) {
+      if (stop_requested() && !last) {
         save();
         return finish(summary, true);
       }
@@ -266,6 +278,8 @@ class TrainingRun {
 
   /// Saves a state now (a no-op when one exists for this step).
   void save() {
+    if (!options_.writes_files)
+      return;
     const std::filesystem::path folder =
         state_directory() / state_folder_name(position_.global_step);
     if (std::filesystem::exists(folder))
@@ -296,9 +310,17 @@ class TrainingRun {
 
   void open_logs() {
     namespace fs = std::filesystem;
-    fs::create_directories(options_.output);
-    if (metrics_)
+    history_ = logs::RankHistory{};
+    for (const auto& entry : network_->modules()) {
+      history_.modules.push_back(entry.name);
+      history_.allocated_ranks.push_back(static_cast<std::size_t>(entry.adapter->rank()));
+    }
+    for (const auto& [epoch, ranks] : position_.rank_history)
+      history_.restarts.push_back(logs::RestartColumn{epoch, ranks});
+    history_.epoch_losses = position_.epoch_losses;
+    if (metrics_ || !options_.writes_files)
       return;
+    fs::create_directories(options_.output);
     if (!resumed_) {
       std::error_code error;
       if (fs::exists(metrics_path(), error) && fs::file_size(metrics_path(), error) > 0)
@@ -317,14 +339,6 @@ class TrainingRun {
       else
         events_.emplace(folder);
     }
-    history_ = logs::RankHistory{};
-    for (const auto& entry : network_->modules()) {
-      history_.modules.push_back(entry.name);
-      history_.allocated_ranks.push_back(static_cast<std::size_t>(entry.adapter->rank()));
-    }
-    for (const auto& [epoch, ranks] : position_.rank_history)
-      history_.restarts.push_back(logs::RestartColumn{epoch, ranks});
-    history_.epoch_losses = position_.epoch_losses;
   }
 
   void end_epoch(logs::Progress* progress, RunSummary& summary) {
@@ -336,7 +350,8 @@ class TrainingRun {
       events_->add_scalars(p.global_step, {{"epoch/loss", mean}});
     try {
       if (auto outcome = hook_.end_epoch(p.epoch, mean)) {
-        metrics_->write_restart(outcome->report, p.epoch, p.global_step, outcome->seconds);
+        if (metrics_)
+          metrics_->write_restart(outcome->report, p.epoch, p.global_step, outcome->seconds);
         if (events_) {
           events_->add_scalars(
               p.global_step,
@@ -370,7 +385,8 @@ class TrainingRun {
       record["epoch"] = p.epoch;
       record["step"] = p.global_step;
       record["error"] = std::string(error.what());
-      metrics_->write(record);
+      if (metrics_)
+        metrics_->write(record);
       if (progress)
         progress->message(std::string("RESTART failed, training goes on: ") + error.what());
     }
@@ -386,7 +402,8 @@ class TrainingRun {
         scalars.push_back({"epoch/" + name, value});
       }
     }
-    metrics_->write(record);
+    if (metrics_)
+      metrics_->write(record);
     if (events_ && !scalars.empty())
       events_->add_scalars(p.global_step, scalars);
     ++p.epoch;
@@ -403,7 +420,8 @@ class TrainingRun {
   }
 
   RunSummary finish(RunSummary& summary, bool interrupted) {
-    metrics_->sync();
+    if (metrics_)
+      metrics_->sync();
     if (events_)
       events_->flush();
     summary.epochs_completed = position_.epoch;

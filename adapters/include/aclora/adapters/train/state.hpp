@@ -364,18 +364,29 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
     const json::Value& saved_options = detail::member(manifest, "options", where);
     if (!(saved_options == expected_options)) {
       std::string keys;
-      if (saved_options.is_object() && expected_options.is_object()) {
-        for (const auto& [key, value] : expected_options.as_object()) {
-          const json::Value* old = saved_options.find(key);
-          if (!old || !(*old == value))
-            keys += (keys.empty() ? "" : ", ") + key +
-                    " (state: " + (old ? json::dump(*old) : std::string("none")) +
-                    ", now: " + json::dump(value) + ")";
+      // The differing options by dotted name ("trainer.grad_accum"), objects compared member
+      // by member.
+      const auto compare = [&keys](const auto& self, const json::Value& old_value,
+                                   const json::Value& new_value, const std::string& name) -> void {
+        if (old_value == new_value)
+          return;
+        if (!old_value.is_object() || !new_value.is_object()) {
+          keys += (keys.empty() ? "" : ", ") + name + " (state: " + json::dump(old_value) +
+                  ", now: " + json::dump(new_value) + ")";
+          return;
         }
-        for (const auto& [key, value] : saved_options.as_object())
-          if (!expected_options.find(key))
-            keys += (keys.empty() ? "" : ", ") + key + " (only in the state)";
-      }
+        const std::string prefix = name.empty() ? "" : name + ".";
+        for (const auto& [key, value] : new_value.as_object()) {
+          if (const json::Value* old = old_value.find(key))
+            self(self, *old, value, prefix + key);
+          else
+            keys += (keys.empty() ? "" : ", ") + prefix + key + " (not in the state)";
+        }
+        for (const auto& [key, value] : old_value.as_object())
+          if (!new_value.find(key))
+            keys += (keys.empty() ? "" : ", ") + prefix + key + " (only in the state)";
+      };
+      compare(compare, saved_options, expected_options, "");
       throw Error(where + ": the state was made with other options: " +
                   (keys.empty() ? std::string("they differ") : keys));
     }
