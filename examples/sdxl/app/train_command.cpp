@@ -219,7 +219,15 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
   group(train->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
                         "recompute UNet blocks in the backward pass (less memory)"),
         optim_group);
-  group(train->add_option("--device", o.device, "cpu (default), cuda or cuda:N")->type_name("DEV"),
+  group(train
+            ->add_option("--device", o.device,
+                         "cpu (default), cuda or cuda:N; under torchrun, cuda is the process's "
+                         "LOCAL_RANK-th GPU")
+            ->type_name("DEV"),
+        optim_group);
+  group(cli::add_real(*train, "--ddp-timeout", o.ddp_timeout_minutes,
+                      "under torchrun: minutes a collective may wait for the other processes "
+                      "before the run stops naming them (default 30)"),
         optim_group);
 
   // During and after.
@@ -258,7 +266,9 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
       "holding a share p = 1 - L^alpha of the energy (L: the epoch's mean loss), truncates to "
       "them and adds noise for what was removed. The final LoRA has each module's last rank K; "
       "its metadata says ss_network_dim \"Dynamic\" and lists the ranks. Ctrl-C saves a state; "
-      "--resume continues it bit for bit.");
+      "--resume continues it bit for bit. Several processes: torchrun --no-python "
+      "--nproc-per-node N aclora-sdxl train ... (data parallel; the global batch is N x "
+      "--batch-size x --grad-accum; rank 0 writes the files).");
   return train;
 }
 
@@ -294,6 +304,8 @@ int run_train(TrainArguments& args) {
           "(with --grad-accum to keep the batch), a lower --rank or --resolution");
     throw;
   }
+  if (result.lora.empty() && !result.interrupted)
+    return cli::kExitSuccess;  // a process of a multi-process run other than rank 0
   if (result.interrupted) {
     std::fprintf(stderr, "interrupted after epoch %d: state saved in %s; --resume continues\n",
                  result.epochs, o.output.c_str());

@@ -4,6 +4,8 @@
 #include <aclora/adapters/io/checksum.hpp>
 #include <aclora/adapters/json/dump.hpp>
 #include <aclora/adapters/logs/rank_picture.hpp>
+#include <aclora/adapters/train/distributed/factors.hpp>
+#include <aclora/adapters/train/distributed/gradients.hpp>
 #include <aclora/adapters/train/export.hpp>
 #include <aclora/adapters/train/run.hpp>
 
@@ -27,6 +29,7 @@ namespace sdxl {
 namespace {
 
 namespace fs = std::filesystem;
+namespace distributed = aclora::train::distributed;
 using aclora::json::Value;
 
 void validate(const TrainOptions& o) {
@@ -67,6 +70,44 @@ void validate(const TrainOptions& o) {
     fail("--validation-split and --validation-dir exclude each other");
   if (o.loss.min_snr_gamma < 0.0 || o.loss.noise_offset < 0.0)
     fail("--min-snr-gamma and --noise-offset must be >= 0");
+  if (!(o.ddp_timeout_minutes > 0.0) || !std::isfinite(o.ddp_timeout_minutes))
+    fail("--ddp-timeout must be > 0 minutes");
+}
+
+// The device of this process: with several processes, "cuda" means this machine's
+// LOCAL_RANK-th GPU (torchrun starts one process per GPU).
+torch::Device device_of(const TrainOptions& o, const std::optional<distributed::Launch>& launch) {
+  if (launch && o.device == "cuda")
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch->local_rank));
+  return torch::Device(o.device);
+}
+
+// Seeds the default generators (the CPU's and the device's) for one micro-batch, from the
+// run's seed and the micro-batch's place in the epoch: its noise, timesteps and dropout are
+// then the same whichever process draws them and however the run was resumed.
+void seed_micro_batch(uint64_t seed, int64_t epoch, int64_t index, torch::Device device) {
+  const uint64_t key = aclora::io::checksum(
+      "micro-batch " + std::to_string(epoch) + " " + std::to_string(index), seed);
+  auto seed_one = [key](at::Generator generator) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(key);
+  };
+  seed_one(at::detail::getDefaultCPUGenerator());
+  if (device.is_cuda())
+    seed_one(at::globalContext().defaultGenerator(device));
+}
+
+// The share of `items` (every world_size-th from rank) one process caches before all read
+// the whole set: caches are built once, each entry by one process.
+template <class Item>
+std::vector<Item> share_of(const std::vector<Item>& items, const distributed::ProcessGroup* group) {
+  if (group == nullptr)
+    return items;
+  std::vector<Item> share;
+  for (std::size_t i = static_cast<std::size_t>(group->rank()); i < items.size();
+       i += static_cast<std::size_t>(group->world_size()))
+    share.push_back(items[i]);
+  return share;
 }
 
 aclora::train::Targets unet_targets(const std::string& name) {
@@ -197,7 +238,8 @@ std::map<std::string, std::string> training_metadata(const TrainOptions& o,
 }
 
 // The trainer's settings a resume must match (what changes the result).
-Value state_options(const TrainOptions& o, const std::vector<TrainImage>& images) {
+Value state_options(const TrainOptions& o, const std::vector<TrainImage>& images,
+                    int64_t world_size) {
   Value out = aclora::json::Object{};
   out["model"] = o.model.string();
   uint64_t data = aclora::io::checksum(std::string("aclora-data"));
@@ -213,21 +255,23 @@ Value state_options(const TrainOptions& o, const std::vector<TrainImage>& images
   out["dropout"] = o.dropout;
   out["weight_decay"] = o.weight_decay;
   out["max_grad_norm"] = o.max_grad_norm;
-  out["grad_accum"] = o.grad_accum;
+  // Micro-batches per optimizer step over all processes: a state resumes with another number
+  // of processes when the global batch stays the same (same batches, same steps).
+  out["batches_per_step"] = o.grad_accum * world_size;  // --grad-accum x processes
   out["min_snr_gamma"] = o.loss.min_snr_gamma;
   out["noise_offset"] = o.loss.noise_offset;
   out["mixed_precision"] = o.mixed_precision;
   return out;
 }
 
-}  // namespace
-
-TrainResult train(const TrainOptions& requested,
-                  const std::function<void(const std::string&)>& log) {
-  validate(requested);
+// One process's run (group: nullptr for a single process).
+TrainResult train_process(const TrainOptions& requested, torch::Device device,
+                          distributed::ProcessGroup* group,
+                          const std::function<void(const std::string&)>& log) {
   TrainOptions options = requested;  // the prediction target is resolved below
   const std::string started = iso_now();
-  const torch::Device device(options.device);
+  const bool writes_files = group == nullptr || group->launch().writes_files();
+  const int64_t world_size = group != nullptr ? group->world_size() : 1;
   if (options.mixed_precision == "fp16" && !device.is_cuda())
     throw std::invalid_argument("--mixed-precision fp16 needs a CUDA device (use bf16 or no)");
   const bool autocast = options.mixed_precision != "no";
@@ -285,13 +329,33 @@ TrainResult train(const TrainOptions& requested,
   SdxlPipeline pipeline = SdxlPipeline::load(options.model, pipeline_options);
   SdxlModels& models = pipeline.models();
   const fs::path cache = options.cache_dir.value_or(options.output / "cache");
+  // With several processes each caches its share, then all read the whole cache (the sum of
+  // the statistics is the barrier between the two).
+  const auto global_statistics = [&](CacheStatistics statistics, const char* what) {
+    if (group == nullptr)
+      return statistics;
+    const std::vector<double> totals = group->all_reduce(
+        {static_cast<double>(statistics.reused), static_cast<double>(statistics.computed)},
+        c10d::ReduceOp::SUM, std::string("the ") + what + " cache");
+    statistics.reused = static_cast<std::size_t>(totals[0]);
+    statistics.computed = static_cast<std::size_t>(totals[1]);
+    return statistics;
+  };
   CacheStatistics latent_statistics;
-  std::vector<torch::Tensor> latents =
-      cache_latents(images, models.vae, cache / "latents", options.seed, latent_statistics);
+  std::vector<torch::Tensor> latents = cache_latents(
+      share_of(images, group), models.vae, cache / "latents", options.seed, latent_statistics);
   std::vector<torch::Tensor> validation_latents;
   if (!validation.empty())
-    validation_latents =
-        cache_latents(validation, models.vae, cache / "latents", options.seed, latent_statistics);
+    validation_latents = cache_latents(share_of(validation, group), models.vae, cache / "latents",
+                                       options.seed, latent_statistics);
+  latent_statistics = global_statistics(latent_statistics, "latent");
+  if (group != nullptr) {
+    CacheStatistics reread;
+    latents = cache_latents(images, models.vae, cache / "latents", options.seed, reread);
+    if (!validation.empty())
+      validation_latents =
+          cache_latents(validation, models.vae, cache / "latents", options.seed, reread);
+  }
   log("latents: " + std::to_string(latent_statistics.reused) + " reused, " +
       std::to_string(latent_statistics.computed) + " computed");
   bool dynamic_captions = options.train_text_encoder;
@@ -307,8 +371,13 @@ TrainResult train(const TrainOptions& requested,
     CacheStatistics text_statistics;
     const uint64_t text_model = module_fingerprint(*models.text_encoder) ^
                                 (module_fingerprint(*models.text_encoder_2) * 31);
-    texts =
-        cache_text(captions, pipeline.conditioner(), text_model, cache / "text", text_statistics);
+    texts = cache_text(share_of(captions, group), pipeline.conditioner(), text_model,
+                       cache / "text", text_statistics);
+    text_statistics = global_statistics(text_statistics, "text");
+    if (group != nullptr) {
+      CacheStatistics reread;
+      texts = cache_text(captions, pipeline.conditioner(), text_model, cache / "text", reread);
+    }
     log("text: " + std::to_string(text_statistics.reused) + " reused, " +
         std::to_string(text_statistics.computed) + " computed");
   }
@@ -347,10 +416,12 @@ TrainResult train(const TrainOptions& requested,
   torch::optim::AdamW optimizer(
       parameters, torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
 
-  // 4. The run.
+  // 4. The run. A step takes the next grad_accum x world_size batches of the epoch's global
+  // order; process r takes those whose place in the step is r, r + world_size, ...
   const int64_t batches_per_epoch =
       static_cast<int64_t>(epoch_batches(images, data, options.seed, 0).size());
-  const int64_t steps_per_epoch = (batches_per_epoch + options.grad_accum - 1) / options.grad_accum;
+  const int64_t batches_per_step = options.grad_accum * world_size;
+  const int64_t steps_per_epoch = (batches_per_epoch + batches_per_step - 1) / batches_per_step;
   aclora::train::RunOptions run_options;
   run_options.epochs = options.epochs;
   run_options.restart_every = options.restart_every;
@@ -361,9 +432,26 @@ TrainResult train(const TrainOptions& requested,
   run_options.output = options.output;
   run_options.save_every_n_epochs = options.save_state ? 1 : 0;
   run_options.progress = options.progress;
-  run_options.trainer_options = state_options(options, images);
+  run_options.trainer_options = state_options(options, images, world_size);
+  run_options.writes_files = writes_files;
+  if (group != nullptr)
+    run_options.interrupt_consensus = [group](bool interrupted) {
+      return group->all_reduce({interrupted ? 1.0 : 0.0}, c10d::ReduceOp::MAX,
+                               "the interrupt check")[0] > 0.0;
+    };
   run_options.on_restart = [&](const aclora::logs::RankHistory& history) {
-    aclora::logs::draw_rank_picture(history, options.output / "ranks.png");
+    if (group != nullptr) {
+      // Every process ran the same RESTART on the same factors, loss and seed.
+      const std::string when =
+          "after the RESTART of epoch " + std::to_string(history.restarts.back().epoch + 1);
+      if (distributed::agree_on_factors(network, *group, when))
+        log("RESTART: identical factors on all " + std::to_string(world_size) + " processes");
+      else
+        log("RESTART: the processes' factors differed " + when +
+            " (a nondeterministic RESTART); rank 0's were broadcast to all");
+    }
+    if (writes_files)
+      aclora::logs::draw_rank_picture(history, options.output / "ranks.png");
   };
   const torch::Tensor abar = alphas_cumprod_on(scheduler.schedule.alphas_cumprod(), device);
   const AutocastState autocast_on = AutocastState::on(device.is_cuda(), autocast_dtype);
@@ -401,6 +489,10 @@ TrainResult train(const TrainOptions& requested,
     };
   int64_t cached_epoch = -1;
   std::vector<Batch> batches;
+  std::optional<distributed::GradientSum> gradient_sum;
+  if (group != nullptr)
+    gradient_sum.emplace(parameters, *group);
+  const int64_t rank = group != nullptr ? group->rank() : 0;
   const auto step = [&](const aclora::train::StepContext& context) -> double {
     if (cached_epoch != context.epoch) {
       batches = epoch_batches(images, data, options.seed, context.epoch);
@@ -409,14 +501,16 @@ TrainResult train(const TrainOptions& requested,
     optimizer.zero_grad();
     double loss_sum = 0.0;
     int64_t micro = 0;
-    for (int64_t m = 0; m < options.grad_accum; ++m) {
-      const int64_t index = context.step_in_epoch * options.grad_accum + m;
+    bool finite = true;
+    for (int64_t m = 0; m < options.grad_accum && finite; ++m) {
+      const int64_t index = context.step_in_epoch * batches_per_step + m * world_size + rank;
       if (index >= batches_per_epoch)
         break;
       const uint64_t caption_key = options.seed ^ (static_cast<uint64_t>(context.epoch) << 32) ^
                                    static_cast<uint64_t>(index * 1000003);
       const TrainBatch batch =
           make_batch(batches[static_cast<std::size_t>(index)], images, latents, caption_key, true);
+      seed_micro_batch(options.seed, context.epoch, index, device);
       const StepDraws draws = draw_step(batch, options.loss);
       torch::Tensor loss;
       {
@@ -426,12 +520,24 @@ TrainResult train(const TrainOptions& requested,
         loss = diffusion_loss(models.unet, batch, draws, abar, options.loss);
       }
       const double value = loss.item<double>();
-      if (!std::isfinite(value))
-        return value;  // the run stops and names the step
-      scaler.scale(loss / static_cast<double>(options.grad_accum)).backward();
+      finite = std::isfinite(value);
+      const bool last_here = m + 1 == options.grad_accum || index + world_size >= batches_per_epoch;
+      if (gradient_sum && last_here)
+        gradient_sum->overlap_next_backward(context.global_step);  // sums start in backward
+      if (finite)
+        scaler.scale(loss / static_cast<double>(batches_per_step)).backward();
       loss_sum += value;
       ++micro;
     }
+    if (gradient_sum) {
+      const std::vector<double> totals = gradient_sum->sum(
+          {loss_sum, static_cast<double>(micro), finite ? 0.0 : 1.0}, context.global_step);
+      loss_sum = totals[0];
+      micro = static_cast<int64_t>(totals[1]);
+      finite = totals[2] == 0.0;
+    }
+    if (!finite)
+      return std::nan("");  // the run stops and names the step
     if (scaler.unscale(parameters)) {
       if (options.max_grad_norm > 0.0)
         torch::nn::utils::clip_grad_norm_(parameters, options.max_grad_norm);
@@ -512,6 +618,8 @@ TrainResult train(const TrainOptions& requested,
   aclora::train::TrainingRun* run_pointer = nullptr;
   run_options.on_epoch_end = [&](int epoch, int64_t global_step) {
     std::vector<std::pair<std::string, double>> scalars;
+    if (!writes_files)
+      return scalars;  // rank 0 validates, samples and writes
     if (!validation.empty())
       scalars.push_back({"validation_loss", validation_loss()});
     const bool last = epoch + 1 == options.epochs;
@@ -533,6 +641,12 @@ TrainResult train(const TrainOptions& requested,
   run_pointer = &run;
   if (options.resume) {
     run.resume_latest();
+    if (group != nullptr &&
+        !group->all_equal(static_cast<uint64_t>(run.position().global_step), "the resume check"))
+      throw aclora::train::Error(
+          "the processes resumed different states (this one: step " +
+          std::to_string(run.position().global_step) + " from " + run.state_directory().string() +
+          "): resuming needs the output folder on a file system that every process reads");
     if (const auto found = run.resumed_extra().find("loss_scaler");
         found != run.resumed_extra().end())
       scaler.restore(found->second);
@@ -545,7 +659,7 @@ TrainResult train(const TrainOptions& requested,
   result.interrupted = summary.interrupted;
   result.modules = network.size();
   result.ranks = options.fixed_rank ? aclora::train::full_ranks(network) : summary.module_ranks;
-  if (!summary.interrupted) {
+  if (!summary.interrupted && writes_files) {
     aclora::train::ExportOptions e = export_base;
     e.metadata = training_metadata(options, images, data, summary.epochs_completed,
                                    summary.global_step, steps_per_epoch * options.epochs, started);
@@ -553,6 +667,35 @@ TrainResult train(const TrainOptions& requested,
     aclora::train::write_lora(network, result.ranks, e, result.lora);
   }
   return result;
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& options, const std::function<void(const std::string&)>& log) {
+  validate(options);
+  const std::optional<distributed::Launch> launch = distributed::Launch::from_environment();
+  const torch::Device device = device_of(options, launch);
+  if (!launch)
+    return train_process(options, device, nullptr, log);
+  const auto timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(std::llround(options.ddp_timeout_minutes * 60000.0)));
+  distributed::ProcessGroup group(*launch, device, timeout);
+  if (launch->writes_files())
+    log("distributed: " + std::to_string(launch->world_size) + " processes (" +
+        (device.is_cuda() ? "NCCL" : "Gloo") + ", store at " + launch->master_addr + ":" +
+        std::to_string(launch->master_port) + "); rank 0 writes the files");
+  const auto rank_log = [&](const std::string& line) {
+    if (launch->writes_files())
+      log(line);
+  };
+  try {
+    return train_process(options, device, &group, rank_log);
+  } catch (const distributed::DistributedError&) {
+    throw;  // another process failed: the message names it
+  } catch (const std::exception& error) {
+    group.abandon(error.what());
+    throw;
+  }
 }
 
 }  // namespace sdxl

@@ -50,7 +50,9 @@ struct TrainOptions {
   std::optional<PredictionTarget> prediction;
   std::string mixed_precision = "no";   ///< no | fp16 | bf16
   bool gradient_checkpointing = false;  ///< recompute blocks in backward
-  std::string device = "cpu";           ///< cpu | cuda | cuda:N
+  std::string device = "cpu";           ///< cpu | cuda | cuda:N (several processes: "cuda"
+                                        ///< is the LOCAL_RANK-th GPU)
+  double ddp_timeout_minutes = 30.0;    ///< several processes: how long a collective may wait
 
   std::optional<std::filesystem::path> sample_prompts;  ///< sd-scripts prompt file
   int sample_every_n_epochs = 0;  ///< 0: samples only at the end when prompts given
@@ -69,15 +71,22 @@ struct TrainResult {
   int epochs = 0;                  ///< epochs completed
   int64_t steps = 0;               ///< optimizer steps
   bool interrupted = false;        ///< stopped by Ctrl-C (a state was saved)
-  std::filesystem::path lora;      ///< the final LoRA file (or folder)
+  std::filesystem::path lora;      ///< the final LoRA file (or folder); empty on ranks > 0
   std::vector<std::size_t> ranks;  ///< K per module of the final file
   std::size_t modules = 0;         ///< LoRA modules
 };
 
 /// Runs a training. Every image is checked and every cache built before the first step;
 /// `log` receives progress lines.
+///
+/// Under torchrun (WORLD_SIZE > 1 in the environment, see
+/// aclora::train::distributed::Launch) this is one process of a data-parallel run: each takes
+/// its share of every step's batches, the gradients and losses are summed over all, every
+/// process runs the same RESTART (checked identical), and only rank 0 writes files and logs.
 /// @throws DatasetError, std::invalid_argument (bad options, naming them), WeightLoadError,
-/// aclora::train::Error (states, files), aclora::Error (a RESTART).
+/// aclora::train::Error (states, files), aclora::Error (a RESTART),
+/// aclora::train::distributed::DistributedError (another process failed or timed out) and
+/// LaunchError (a bad torchrun environment).
 TrainResult train(const TrainOptions& options, const std::function<void(const std::string&)>& log);
 
 }  // namespace sdxl
