@@ -3,8 +3,9 @@
 # fixture model and training set:
 #  1. torchrun with 2 processes gives, after every epoch, the factors of a 1-process run with
 #     the same global batch (--grad-accum 2), and the same step and epoch losses and RESTART
-#     records; the
-#     files are written once, by rank 0; both processes report identical RESTARTs.
+#     records; the files are written once, by rank 0; both processes report identical
+#     RESTARTs. Two torchruns of one process each, joined by the c10d rendezvous as two
+#     machines would be, give the same LoRA.
 #  2. SIGTERM to both processes stops them after the same step with a state; resuming it as
 #     ONE process with the same global batch finishes with the same LoRA; resuming with
 #     another global batch is refused, naming it.
@@ -29,7 +30,7 @@ args=(--model "$fixtures/sdxl/tiny-sdxl" --data "$fixtures/sdxl/train_data"
 # torchrun sets OMP_NUM_THREADS=1 in its processes; CPU kernels split their sums by thread
 # count, so every run here uses one thread, as the processes torchrun starts do.
 export OMP_NUM_THREADS=1
-port() { echo $((20000 + RANDOM % 30000)); }
+port() { echo $((20000 + RANDOM % 12000)); }  # below the ephemeral ports (32768+)
 
 # The tensor bytes of a safetensors file (its header, with dates in the metadata, left out).
 data_of() {
@@ -65,6 +66,18 @@ diff <(records_of "$work/one/metrics.jsonl") <(records_of "$work/two/metrics.jso
 [[ $(ls "$work/two/tensorboard" | wc -l) -eq 1 ]]
 [[ $(ls "$work/two/state" | wc -l) -eq 2 ]]
 echo "torchrun: 2 processes = 1 process with --grad-accum 2, bit for bit, files written once"
+
+# Two "machines" of one process each, joined by torchrun's c10d rendezvous (as across nodes).
+endpoint=127.0.0.1:$(port)
+for node in 0 1; do
+  torchrun --nnodes 2 --nproc_per_node 1 --rdzv_backend c10d --rdzv_endpoint "$endpoint" \
+    --rdzv_id aclora-test --no_python --redirects 1 --tee 1 --log_dir "$work/node$node" \
+    "$exe" train "${args[@]}" -o "$work/nodes" >"$work/node$node.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[-2]}" && wait "${pids[-1]}" || { cat "$work/node0.log" "$work/node1.log"; exit 1; }
+same_lora "$work/one/lora.safetensors" "$work/nodes/lora.safetensors"
+echo "torchrun c10d rendezvous, 2 nodes x 1 process: the same LoRA"
 
 # Starts rank $1 of 2 with store port $2 and output $3; more arguments follow.
 start_rank() {
