@@ -6,9 +6,9 @@
 #     records; the files are written once, by rank 0; both processes report identical
 #     RESTARTs. Two torchruns of one process each, joined by the c10d rendezvous as two
 #     machines would be, give the same LoRA.
-#  2. SIGTERM to both processes stops them after the same step with a state; resuming it as
-#     ONE process with the same global batch finishes with the same LoRA; resuming with
-#     another global batch is refused, naming it.
+#  2. SIGTERM to both processes stops them after the same step with a state; a resume that
+#     one process cannot see is stopped, naming it; resuming as ONE process with the same
+#     global batch finishes with the same LoRA; another global batch is refused, naming it.
 #  3. A rank killed with SIGKILL stops the other with an error naming it, well within the
 #     collective timeout; a rank that fails names its error in the other's.
 #  4. A bad launch environment is an error naming the variable.
@@ -108,6 +108,19 @@ wait "${pids[-2]}" || status=$?
 status=0
 wait "${pids[-1]}" || status=$?
 [[ $status -eq 130 ]] || { echo "rank 1 exited $status, not 130" >&2; cat "$work/term.1.log"; exit 1; }
+# A process that cannot see the state (its output folder is another, as on a machine without
+# the shared file system) stops the resume, named by the other.
+master=$(port)
+start_rank 0 "$master" "$work/term" --resume
+start_rank 1 "$master" "$work/elsewhere" --resume
+status=0
+wait "${pids[-1]}" || status=$?
+[[ $status -ne 0 ]]
+status=0
+wait "${pids[-2]}" || status=$?
+[[ $status -ne 0 ]]
+grep -q "rank 1 failed: .*elsewhere/state: no training state to resume" "$work/term.0.log" ||
+  { cat "$work/term.0.log" >&2; exit 1; }
 if "$exe" train "${args[@]}" -o "$work/term" --resume 2>"$work/refused.log"; then
   echo "a resume with another global batch was accepted" >&2
   exit 1
