@@ -236,11 +236,6 @@ class ProcessGroup {
     }
   }
 
-  /// Waits until every rank arrives here.
-  void barrier(const std::string& what) {
-    all_reduce({0.0}, c10d::ReduceOp::SUM, what);
-  }
-
   /// Leaves the run after an error of this process: tells the other ranks `message` (their
   /// errors then name it), closes this rank's connections so that their collectives fail at
   /// once, and, on the rank that serves the store, keeps it up a few seconds for them to read
