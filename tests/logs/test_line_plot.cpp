@@ -87,7 +87,7 @@ TEST(LinePlot, HorizontalSeriesIsAHorizontalBandOfItsColour) {
   options.width = 640;
   options.height = 400;
   const logs::LinePlotLayout layout =
-      logs::draw_line_plot({flat_series("at two", 2), flat_series("at five", 5)}, options, path);
+      logs::draw_line_plot({flat_series("at two", 2), flat_series("at five", 5)}, path, options);
   const DecodedPng png = decode_png(path);
   ASSERT_EQ(png.width, 640);
   ASSERT_EQ(png.height, 400);
@@ -120,7 +120,7 @@ TEST(LinePlot, LegendIsRightOfThePlotArea) {
   const ScratchDir dir;
   const auto path = dir / "legend.png";
   const logs::LinePlotLayout layout =
-      logs::draw_line_plot({flat_series("first", 1), flat_series("second", 3)}, {}, path);
+      logs::draw_line_plot({flat_series("first", 1), flat_series("second", 3)}, path);
   const DecodedPng png = decode_png(path);
   const int right = layout.plot_x + layout.plot_width;
   EXPECT_LT(right + 40, layout.width);
@@ -159,7 +159,7 @@ TEST(LinePlot, MarkersErrorBarsAndBandsAreWhereTheLayoutSays) {
   points.y = {6, 7, 8, 9};
   points.y_low = {5, 6, 7, 8};
   points.y_high = {8, 9, 10, 11};
-  const logs::LinePlotLayout layout = logs::draw_line_plot({line, points}, {}, path);
+  const logs::LinePlotLayout layout = logs::draw_line_plot({line, points}, path);
   const DecodedPng png = decode_png(path);
 
   const logs::RgbColor point_color = logs::plot_series_color(1);
@@ -197,7 +197,7 @@ TEST(LinePlot, Log2AxisTicksAtPowersOfTwo) {
   logs::PlotOptions options;
   options.log2_x = true;
   options.width = 900;
-  const logs::LinePlotLayout layout = logs::draw_line_plot({series}, options, path);
+  const logs::LinePlotLayout layout = logs::draw_line_plot({series}, path, options);
   EXPECT_TRUE(layout.log2_x);
   EXPECT_EQ(layout.x_ticks, (std::vector<double>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}));
   const double octave = layout.pixel_x(2) - layout.pixel_x(1);
@@ -216,17 +216,17 @@ TEST(LinePlot, Log2AxisTicksAtPowersOfTwo) {
 TEST(LinePlot, Log2AxisRefusesNonPositiveX) {
   const ScratchDir dir;
   const auto path = dir / "log2.png";
-  logs::draw_line_plot({flat_series("flat", 1)}, {}, path);
+  logs::draw_line_plot({flat_series("flat", 1)}, path);
   const std::string before = read_file(path);
   logs::PlotSeries series{"zero rank", {0, 1, 2}, {1, 2, 3}, {}, {}, false};
   logs::PlotOptions options;
   options.log2_x = true;
-  EXPECT_CONTAINS(logs_error([&] { logs::draw_line_plot({series}, options, path); }),
+  EXPECT_CONTAINS(logs_error([&] { logs::draw_line_plot({series}, path, options); }),
                   path.string() +
                       ": cannot draw the line plot: series 0 ('zero rank'): x[0] = 0 is not "
                       "positive (the x axis is log2)");
   series.x = {1, -2, 4};
-  EXPECT_CONTAINS(logs_error([&] { logs::draw_line_plot({series}, options, path); }),
+  EXPECT_CONTAINS(logs_error([&] { logs::draw_line_plot({series}, path, options); }),
                   "x[1] = -2 is not positive");
   EXPECT_EQ(read_file(path), before);
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"log2.png"});
@@ -265,7 +265,7 @@ TEST(LinePlot, BadInputIsNamedAndLeavesNoFile) {
   };
   for (const Case& bad : cases) {
     const std::string message =
-        logs_error([&] { logs::draw_line_plot(bad.series, bad.options, path); });
+        logs_error([&] { logs::draw_line_plot(bad.series, path, bad.options); });
     EXPECT_CONTAINS(message, path.string());
     EXPECT_CONTAINS(message, bad.message);
     EXPECT_TRUE(dir.entries().empty()) << bad.message;
@@ -277,7 +277,7 @@ TEST(LinePlot, UnwritablePathIsNamedAndLeavesNoFile) {
   const ScratchDir dir;
   const auto path = dir / "missing_folder" / "plot.png";
   const std::string message =
-      logs_error([&] { logs::draw_line_plot({flat_series("a", 1)}, {}, path); });
+      logs_error([&] { logs::draw_line_plot({flat_series("a", 1)}, path); });
   EXPECT_CONTAINS(message, path.string());
   EXPECT_CONTAINS(message, "No such file or directory");
   EXPECT_TRUE(dir.entries().empty());
@@ -293,7 +293,7 @@ TEST(LinePlot, NonFinitePointsAreSkipped) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   logs::PlotSeries series{"gaps", {0, 1, 2, 3, 4, nan, 5}, {1, inf, 2, nan, 3, 100, -inf}, {}, {},
                           false};
-  const logs::LinePlotLayout layout = logs::draw_line_plot({series}, {}, path);
+  const logs::LinePlotLayout layout = logs::draw_line_plot({series}, path);
   EXPECT_LT(layout.y_bottom, 1);
   EXPECT_GT(layout.y_bottom, 0);
   EXPECT_GT(layout.y_top, 3);

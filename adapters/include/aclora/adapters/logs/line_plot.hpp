@@ -114,49 +114,6 @@ inline constexpr int kMinPlotPictureWidth = 240;
 inline constexpr int kMinPlotPictureHeight = 160;
 inline constexpr int kMaxPictureSide = 32767;  // cairo's limit for image surfaces
 
-// Paints a width x height picture (white background) with draw(canvas, surface) and
-// writes it as a PNG at path atomically. what names the picture in error messages.
-template <typename Draw>
-void write_picture(const std::filesystem::path& path, const std::string& what, int width,
-                   int height, Draw&& draw) {
-  const std::string label = path.string();
-  std::optional<io::AtomicFile> file;
-  try {
-    file.emplace(path, label);
-  } catch (const io::Error& error) {
-    throw Error(error.what());
-  }
-  const std::unique_ptr<cairo_surface_t, CairoSurfaceDeleter> surface(
-      cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height));
-  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
-    throw Error(label + ": cannot create a " + std::to_string(width) + "x" +
-                std::to_string(height) + " " + what + ": " +
-                cairo_status_to_string(cairo_surface_status(surface.get())));
-  }
-  const std::unique_ptr<cairo_t, CairoContextDeleter> context(cairo_create(surface.get()));
-  const Canvas canvas(context.get());
-  canvas.fill_rect(0, 0, width, height, kWhite);
-  draw(canvas, surface.get());
-  if (cairo_status(context.get()) != CAIRO_STATUS_SUCCESS) {
-    throw Error(label + ": cannot draw the " + what + ": " +
-                cairo_status_to_string(cairo_status(context.get())));
-  }
-  cairo_surface_flush(surface.get());
-  std::pair<io::AtomicFile*, std::string> sink{&*file, {}};
-  const cairo_status_t status =
-      cairo_surface_write_to_png_stream(surface.get(), write_png_bytes, &sink);
-  if (status != CAIRO_STATUS_SUCCESS) {
-    throw Error(!sink.second.empty()
-                    ? sink.second
-                    : label + ": cannot encode the PNG: " + cairo_status_to_string(status));
-  }
-  try {
-    file->commit();
-  } catch (const io::Error& error) {
-    throw Error(error.what());
-  }
-}
-
 // A text context on a 1x1 scratch surface, to measure labels before the picture exists.
 class TextMeasure {
  public:
@@ -609,7 +566,8 @@ inline void draw_legend(const Canvas& canvas, const LinePlotLayout& layout,
 /// finite x and y; a size outside 240x160 to 32767x32767; a folder that is missing or
 /// not writable; a drawing or write failure.
 inline LinePlotLayout draw_line_plot(const std::vector<PlotSeries>& series,
-                                     const PlotOptions& options, const std::filesystem::path& png) {
+                                     const std::filesystem::path& png,
+                                     const PlotOptions& options = {}) {
   const std::string where = png.string() + ": cannot draw the line plot";
   detail::check_series(series, options, where);
   const detail::TextMeasure measure;

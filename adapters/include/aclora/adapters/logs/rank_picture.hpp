@@ -423,6 +423,49 @@ inline cairo_status_t write_png_bytes(void* closure, const unsigned char* data,
   return CAIRO_STATUS_SUCCESS;
 }
 
+// Paints a width x height picture (white background) with draw(canvas, surface) and
+// writes it as a PNG at path atomically. what names the picture in error messages.
+template <typename Draw>
+void write_picture(const std::filesystem::path& path, const std::string& what, int width,
+                   int height, Draw&& draw) {
+  const std::string label = path.string();
+  std::optional<io::AtomicFile> file;
+  try {
+    file.emplace(path, label);
+  } catch (const io::Error& error) {
+    throw Error(error.what());
+  }
+  const std::unique_ptr<cairo_surface_t, CairoSurfaceDeleter> surface(
+      cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height));
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
+    throw Error(label + ": cannot create a " + std::to_string(width) + "x" +
+                std::to_string(height) + " " + what + ": " +
+                cairo_status_to_string(cairo_surface_status(surface.get())));
+  }
+  const std::unique_ptr<cairo_t, CairoContextDeleter> context(cairo_create(surface.get()));
+  const Canvas canvas(context.get());
+  canvas.fill_rect(0, 0, width, height, kWhite);
+  draw(canvas, surface.get());
+  if (cairo_status(context.get()) != CAIRO_STATUS_SUCCESS) {
+    throw Error(label + ": cannot draw the " + what + ": " +
+                cairo_status_to_string(cairo_status(context.get())));
+  }
+  cairo_surface_flush(surface.get());
+  std::pair<io::AtomicFile*, std::string> sink{&*file, {}};
+  const cairo_status_t status =
+      cairo_surface_write_to_png_stream(surface.get(), write_png_bytes, &sink);
+  if (status != CAIRO_STATUS_SUCCESS) {
+    throw Error(!sink.second.empty()
+                    ? sink.second
+                    : label + ": cannot encode the PNG: " + cairo_status_to_string(status));
+  }
+  try {
+    file->commit();
+  } catch (const io::Error& error) {
+    throw Error(error.what());
+  }
+}
+
 }  // namespace detail
 
 /// Draws history as a PNG at path and returns its layout (layout.width x
@@ -442,44 +485,11 @@ inline RankPictureLayout draw_rank_picture(const RankHistory& history,
   const std::string label = path.string();
   detail::check_history(history, label);
   const RankPictureLayout layout = rank_picture_layout(history, options);
-  std::optional<io::AtomicFile> file;
-  try {
-    file.emplace(path, label);
-  } catch (const io::Error& error) {
-    throw Error(error.what());
-  }
-
-  const std::unique_ptr<cairo_surface_t, detail::CairoSurfaceDeleter> surface(
-      cairo_image_surface_create(CAIRO_FORMAT_RGB24, layout.width, layout.height));
-  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
-    throw Error(label + ": cannot create a " + std::to_string(layout.width) + "x" +
-                std::to_string(layout.height) +
-                " picture: " + cairo_status_to_string(cairo_surface_status(surface.get())));
-  }
-  const std::unique_ptr<cairo_t, detail::CairoContextDeleter> context(cairo_create(surface.get()));
-  const detail::Canvas canvas(context.get());
-  canvas.fill_rect(0, 0, layout.width, layout.height, detail::kWhite);
-  detail::draw_heatmap(canvas, history, layout, options);
-  detail::draw_loss_curve(canvas, history, layout);
-  if (cairo_status(context.get()) != CAIRO_STATUS_SUCCESS) {
-    throw Error(label + ": cannot draw the rank picture: " +
-                cairo_status_to_string(cairo_status(context.get())));
-  }
-  cairo_surface_flush(surface.get());
-
-  std::pair<io::AtomicFile*, std::string> sink{&*file, {}};
-  const cairo_status_t status =
-      cairo_surface_write_to_png_stream(surface.get(), detail::write_png_bytes, &sink);
-  if (status != CAIRO_STATUS_SUCCESS) {
-    throw Error(!sink.second.empty()
-                    ? sink.second
-                    : label + ": cannot encode the PNG: " + cairo_status_to_string(status));
-  }
-  try {
-    file->commit();
-  } catch (const io::Error& error) {
-    throw Error(error.what());
-  }
+  detail::write_picture(path, "rank picture", layout.width, layout.height,
+                        [&](const detail::Canvas& canvas, cairo_surface_t*) {
+                          detail::draw_heatmap(canvas, history, layout, options);
+                          detail::draw_loss_curve(canvas, history, layout);
+                        });
   return layout;
 }
 
