@@ -1,7 +1,6 @@
 #include "evidence/classifier.hpp"
 
-#include <aclora/adapters/safetensors.hpp>
-#include <aclora/adapters/train/tensor_io.hpp>
+#include "evidence/module_file.hpp"
 
 #include <cstdio>
 #include <set>
@@ -13,7 +12,6 @@ namespace evidence {
 namespace {
 
 namespace fs = std::filesystem;
-namespace st = aclora::safetensors;
 namespace F = torch::nn::functional;
 
 constexpr int64_t kFeatures = 128;
@@ -130,51 +128,16 @@ torch::Tensor features(Classifier& classifier, const torch::Tensor& images) {
 }
 
 void save_classifier(const Classifier& classifier, const fs::path& file) {
-  st::Writer writer;
-  writer.set_metadata("format", "aclora-evidence-classifier");
-  writer.set_metadata("classes", std::to_string(classifier->classes()));
-  try {
-    for (const auto& item : classifier->named_parameters())
-      aclora::train::add_tensor(writer, item.key(), item.value().to(torch::kFloat32));
-    writer.write(file);
-  } catch (const st::Error& error) {
-    throw std::runtime_error(std::string("save_classifier: ") + error.what());
-  }
+  save_module(*classifier, file,
+              {{"format", "aclora-evidence-classifier"},
+               {"classes", std::to_string(classifier->classes())}});
 }
 
 Classifier load_classifier(const fs::path& file, int64_t classes) {
-  const std::string where = file.string() + ": ";
-  try {
-    const st::Reader reader = st::Reader::open(file);
-    Classifier classifier(classes);
-    std::set<std::string> expected;
-    torch::NoGradGuard no_grad;
-    for (auto& item : classifier->named_parameters()) {
-      const std::string& key = item.key();
-      expected.insert(key);
-      if (!reader.contains(key))
-        throw std::runtime_error(where + "no tensor '" + key + "' (not a classifier of " +
-                                 std::to_string(classes) + " classes?)");
-      const st::TensorView& view = reader.tensor(key);
-      if (view.dtype != st::Dtype::F32)
-        throw std::runtime_error(where + "tensor '" + key + "' is " +
-                                 std::string(st::dtype_name(view.dtype)) + ", expected F32");
-      const std::vector<int64_t> shape(item.value().sizes().begin(), item.value().sizes().end());
-      if (view.shape != shape)
-        throw std::runtime_error(where + "tensor '" + key + "' has shape " +
-                                 c10::str(c10::IntArrayRef(view.shape)) + ", expected " +
-                                 c10::str(item.value().sizes()) + " (a classifier of " +
-                                 std::to_string(classes) + " classes)");
-      item.value().copy_(aclora::train::tensor_from(view));
-    }
-    for (const std::string& name : reader.names())
-      if (!expected.count(name))
-        throw std::runtime_error(where + "unexpected tensor '" + name + "'");
-    classifier->eval();
-    return classifier;
-  } catch (const st::Error& error) {
-    throw std::runtime_error(std::string("load_classifier: ") + error.what());
-  }
+  Classifier classifier(classes);
+  load_module(*classifier, file, "a classifier of " + std::to_string(classes) + " classes");
+  classifier->eval();
+  return classifier;
 }
 
 }  // namespace evidence

@@ -12,6 +12,10 @@
 
 namespace evidence {
 
+/// Classes of the experiment's judge: label c in 0..9 is garment c plain, 10 + c garment c in
+/// the outline style (apply_style).
+inline constexpr int64_t kJudgeClasses = 20;
+
 /// conv 1->32 (3x3, pad 1), ReLU, max-pool 2; conv 32->64 (3x3, pad 1), ReLU, max-pool 2;
 /// flatten; linear 3136->128, ReLU (the features); linear 128->classes (the logits).
 /// About 420k parameters. Input: float [N, 1, 28, 28] in [-1, 1].
