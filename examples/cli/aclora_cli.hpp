@@ -181,6 +181,16 @@ inline int report_failure(std::ostream& err, std::string_view program, std::stri
   return kExitFailure;
 }
 
+/// Writes "PROGRAM: error: message" for an exception and returns kExitFailure. Only the
+/// message's first line is kept: LibTorch's errors carry a C++ backtrace after it.
+inline int report_exception(std::ostream& err, std::string_view program,
+                            const std::exception& error) {
+  std::string message = error.what();
+  if (const auto newline = message.find('\n'); newline != std::string::npos)
+    message.resize(newline);
+  return report_failure(err, program, message);
+}
+
 /// The subcommand the command line selected, or null.
 inline const CLI::App* selected_subcommand(const CLI::App& app) {
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))

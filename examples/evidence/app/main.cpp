@@ -44,10 +44,6 @@ int main(int argc, char** argv) {
   } catch (const cli::UsageError& error) {
     return cli::report_usage_error(std::cerr, context, error.what());
   } catch (const std::exception& error) {
-    std::string message = error.what();
-    // LibTorch errors carry a C++ backtrace after the first line; keep the first.
-    if (const auto newline = message.find('\n'); newline != std::string::npos)
-      message.resize(newline);
-    return cli::report_failure(std::cerr, kProgram, message);
+    return cli::report_exception(std::cerr, kProgram, error);
   }
 }

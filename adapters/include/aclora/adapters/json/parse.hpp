@@ -76,7 +76,10 @@ class Parser {
 
   void expect_literal(std::string_view literal) {
     if (text_.substr(pos_, literal.size()) != literal) {
-      fail("invalid literal (expected '" + std::string(literal) + "')");
+      // Appended, not concatenated: g++ 12 warns falsely (-Wstringop-overflow) on the latter.
+      std::string message = "invalid literal (expected '";
+      message.append(literal).append("')");
+      fail(message);
     }
     pos_ += literal.size();
   }
