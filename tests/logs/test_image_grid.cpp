@@ -3,7 +3,6 @@
 // labels are counted, and every refused input leaves no file behind.
 
 #include <gtest/gtest.h>
-#include <png.h>
 
 #include <cmath>
 #include <cstdint>
@@ -14,44 +13,16 @@
 
 #include "aclora/adapters/logs/image_grid.hpp"
 #include "logs_test_support.hpp"
+#include "png_test_support.hpp"
 
 namespace logs = aclora::logs;
+using aclora::test::decode_png;
+using aclora::test::DecodedPng;
 using aclora::test::logs_error;
 using aclora::test::read_file;
 using aclora::test::ScratchDir;
 
 namespace {
-
-struct DecodedPng {
-  int width = 0;
-  int height = 0;
-  std::vector<std::uint8_t> rgb;
-
-  logs::RgbColor at(int x, int y) const {
-    const std::size_t i = (static_cast<std::size_t>(y) * static_cast<std::size_t>(width) +
-                           static_cast<std::size_t>(x)) *
-                          3;
-    return {rgb[i], rgb[i + 1], rgb[i + 2]};
-  }
-};
-
-DecodedPng decode_png(const std::filesystem::path& path) {
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  if (png_image_begin_read_from_file(&image, path.c_str()) == 0) {
-    ADD_FAILURE() << "libpng cannot read " << path << ": " << image.message;
-    return {};
-  }
-  image.format = PNG_FORMAT_RGB;
-  DecodedPng decoded;
-  decoded.width = static_cast<int>(image.width);
-  decoded.height = static_cast<int>(image.height);
-  decoded.rgb.resize(PNG_IMAGE_SIZE(image));
-  if (png_image_finish_read(&image, nullptr, decoded.rgb.data(), 0, nullptr) == 0) {
-    ADD_FAILURE() << "libpng cannot decode " << path << ": " << image.message;
-  }
-  return decoded;
-}
 
 constexpr logs::RgbColor kWhite{255, 255, 255};
 

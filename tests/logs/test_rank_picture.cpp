@@ -2,7 +2,6 @@
 // layout promised, cells have their colours, and writing is atomic.
 
 #include <gtest/gtest.h>
-#include <png.h>
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +11,7 @@
 
 #include "aclora/adapters/logs/rank_picture.hpp"
 #include "logs_test_support.hpp"
+#include "png_test_support.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 // cairo's text functions load fonts through fontconfig, which keeps process-wide caches
@@ -22,42 +22,13 @@ extern "C" const char* __lsan_default_suppressions() {
 #endif
 
 namespace logs = aclora::logs;
+using aclora::test::decode_png;
+using aclora::test::DecodedPng;
 using aclora::test::logs_error;
 using aclora::test::read_file;
 using aclora::test::ScratchDir;
 
 namespace {
-
-struct DecodedPng {
-  int width = 0;
-  int height = 0;
-  std::vector<std::uint8_t> rgb;
-
-  logs::RgbColor at(int x, int y) const {
-    const std::size_t i = (static_cast<std::size_t>(y) * static_cast<std::size_t>(width) +
-                           static_cast<std::size_t>(x)) *
-                          3;
-    return {rgb[i], rgb[i + 1], rgb[i + 2]};
-  }
-};
-
-DecodedPng decode_png(const std::filesystem::path& path) {
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  if (png_image_begin_read_from_file(&image, path.c_str()) == 0) {
-    ADD_FAILURE() << "libpng cannot read " << path << ": " << image.message;
-    return {};
-  }
-  image.format = PNG_FORMAT_RGB;
-  DecodedPng decoded;
-  decoded.width = static_cast<int>(image.width);
-  decoded.height = static_cast<int>(image.height);
-  decoded.rgb.resize(PNG_IMAGE_SIZE(image));
-  if (png_image_finish_read(&image, nullptr, decoded.rgb.data(), 0, nullptr) == 0) {
-    ADD_FAILURE() << "libpng cannot decode " << path << ": " << image.message;
-  }
-  return decoded;
-}
 
 // The 722 UNet modules of kohya SDXL (Transformer2D blocks: proj_in, proj_out and 10
 // Linear layers per transformer block), in kohya's order.
