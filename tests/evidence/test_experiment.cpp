@@ -8,7 +8,9 @@
 #include <aclora/adapters/train/network.hpp>
 #include <aclora/adapters/train/targets.hpp>
 
+#include <sys/wait.h>
 #include <algorithm>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -296,6 +298,33 @@ TEST(SmokeRun, PipelineRunsEndToEnd) {
   EXPECT_TRUE(fs::exists(run / "images" / "evidence-smoke" / "style-15.held_out_loss.png"));
   EXPECT_TRUE(fs::exists(run / "images" / "evidence-smoke" / "style-15.ranks.png"));
   EXPECT_EQ(read_json(run / "run.json").find("plan")->as_string(), "smoke");
+#endif
+}
+
+// A run never deletes what it did not write: a folder holding another file is refused
+// before any job starts (exit status 1, the file named), and the file stays.
+TEST(SmokeRun, RefusesAFolderHoldingOtherFiles) {
+#ifndef ACLORA_EVIDENCE_BINARY
+  GTEST_SKIP() << "aclora-evidence is not built (ACLORA_BUILD_EXAMPLES off)";
+#else
+  const ScratchDir scratch;
+  const fs::path run = scratch.path() / "run";
+  fs::create_directories(run / "results");
+  std::ofstream(run / "notes.txt") << "mine";
+  const fs::path out = scratch.path() / "out.txt";
+  const std::string command = std::string(ACLORA_EVIDENCE_BINARY) + " run --plan smoke -o " +
+                              run.string() + " > " + out.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::stringstream message;
+  message << std::ifstream(out).rdbuf();
+  EXPECT_NE(message.str().find("holds other files (notes.txt)"), std::string::npos)
+      << message.str();
+  std::stringstream kept;
+  kept << std::ifstream(run / "notes.txt").rdbuf();
+  EXPECT_EQ(kept.str(), "mine");
+  EXPECT_TRUE(fs::exists(run / "results"));
 #endif
 }
 

@@ -38,6 +38,20 @@ void log_line(const std::string& line) {
   std::cerr << line << std::endl;
 }
 
+// `threads` LibTorch threads; with one, OpenBLAS is held to one too (its own threads would
+// spin beside the other jobs, and the jobs run at a fraction of their speed).
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int threads) {
+    at::set_num_threads(threads);
+    if (threads == 1)
+      one_blas_thread_.emplace();
+  }
+
+ private:
+  std::optional<aclora::backends::libtorch::SingleThreadedOpenBlas> one_blas_thread_;
+};
+
 std::string fixed(double value, int digits) {
   std::ostringstream out;
   out.setf(std::ios::fixed);
@@ -47,10 +61,7 @@ std::string fixed(double value, int digits) {
 }
 
 int run_pretrain(const PretrainArguments& args) {
-  at::set_num_threads(args.threads);
-  std::optional<aclora::backends::libtorch::SingleThreadedOpenBlas> one_blas_thread;
-  if (args.threads == 1)
-    one_blas_thread.emplace();
+  const ThreadLimit thread_limit(args.threads);
   const auto start = std::chrono::steady_clock::now();
   const evidence::FashionMnist data = evidence::read_fashion_mnist();
   evidence::Pretraining settings;
@@ -72,10 +83,7 @@ int run_pretrain(const PretrainArguments& args) {
 }
 
 int run_classifier(const ClassifierArguments& args) {
-  at::set_num_threads(args.threads);
-  std::optional<aclora::backends::libtorch::SingleThreadedOpenBlas> one_blas_thread;
-  if (args.threads == 1)
-    one_blas_thread.emplace();
+  const ThreadLimit thread_limit(args.threads);
   const auto start = std::chrono::steady_clock::now();
   const evidence::FashionMnist data = evidence::read_fashion_mnist();
   const auto judge_set = [](const evidence::ImageSet& set) {
@@ -99,10 +107,7 @@ int run_classifier(const ClassifierArguments& args) {
 }
 
 int run_job(const JobArguments& args) {
-  // One thread in all: LibTorch's and OpenBLAS's (whose own threads would otherwise spin
-  // beside the other jobs: 2.3 times slower on 2 cores).
-  at::set_num_threads(1);
-  const aclora::backends::libtorch::SingleThreadedOpenBlas one_blas_thread;
+  const ThreadLimit thread_limit(1);  // the other jobs run beside this one
   const evidence::Plan plan = evidence::plan_named(args.plan);
   const evidence::Task& task = evidence::task_named(plan, args.task);
   const evidence::Arm& arm = evidence::arm_named(plan, args.arm);

@@ -332,6 +332,69 @@ std::string statements(const Plan& plan, const Task& task, const ByArm& by_arm) 
   return out.str();
 }
 
+// One paragraph over all tasks and measures: for each adaptive arm, in how many (task,
+// measure) pairs it is at least as good as the best fixed rank, within one spread (over
+// seeds) of it, or worse; and the range of its mean kept rank.
+std::string overall_summary(const Plan& plan, const std::map<std::string, ByArm>& by_task) {
+  std::ostringstream out;
+  for (const Arm* arm : arms_where(plan, is_adaptive)) {
+    int as_good = 0, within = 0, worse = 0;
+    double low_rank = std::numeric_limits<double>::infinity(), high_rank = 0.0;
+    std::vector<std::string> losses;
+    for (const Task& task : plan.tasks) {
+      const auto found = by_task.find(task.name);
+      if (found == by_task.end())
+        continue;
+      const ByArm& by_arm = found->second;
+      const double rank = spread(by_arm, arm->name, [](const JobResult& r) {
+                            return std::optional(r.mean_rank);
+                          }).mean;
+      low_rank = std::min(low_rank, rank);
+      high_rank = std::max(high_rank, rank);
+      for (const Measure& measure : measures_of(task)) {
+        const Spread own = spread(by_arm, arm->name, measure.read, measure.scale);
+        Spread best;
+        int best_rank = 0;
+        for (const Arm* fixed : arms_where(plan, is_fixed)) {
+          const Spread s = spread(by_arm, fixed->name, measure.read, measure.scale);
+          if (!std::isfinite(s.mean))
+            continue;
+          if (!std::isfinite(best.mean) ||
+              (measure.lower_is_better ? s.mean < best.mean : s.mean > best.mean)) {
+            best = s;
+            best_rank = static_cast<int>(fixed->rank);
+          }
+        }
+        if (!std::isfinite(own.mean) || !std::isfinite(best.mean))
+          continue;
+        const double gap = measure.lower_is_better ? own.mean - best.mean : best.mean - own.mean;
+        if (gap <= 0.0) {
+          ++as_good;
+        } else if (gap <= std::max(best.deviation, own.deviation)) {
+          ++within;
+        } else {
+          ++worse;
+          losses.push_back(task.name + " " + measure.title + " (r = " + std::to_string(best_rank) +
+                           ")");
+        }
+      }
+    }
+    out << "- **" << arm_title(*arm) << "** kept a mean rank of " << number(low_rank, 1)
+        << (high_rank > low_rank + 0.05 ? " to " + number(high_rank, 1) : std::string())
+        << " over the tasks. Against the best fixed rank of each task and measure it was at "
+           "least as good in "
+        << as_good << ", within one standard deviation in " << within << ", and worse in " << worse
+        << " of " << as_good + within + worse << " cases";
+    if (!losses.empty()) {
+      out << ": ";
+      for (std::size_t i = 0; i < losses.size(); ++i)
+        out << (i ? ", " : "") << losses[i];
+    }
+    out << ".\n";
+  }
+  return out.str();
+}
+
 std::string table(const Plan& plan, const Task& task, const ByArm& by_arm) {
   const auto measures = measures_of(task);
   std::ostringstream out;
@@ -430,6 +493,55 @@ int64_t base_parameters(const sdxl::UNetConfig& config) {
   for (const auto& p : model->parameters())
     count += p.numel();
   return count;
+}
+
+// What limits the conclusions, from the results: the base model's own quality, the fit of
+// the fixed ranks to their training images (optimisation, not only overfitting), the seeds.
+std::string limits_text(const Plan& plan, const std::map<std::string, ByArm>& by_task) {
+  std::ostringstream out;
+  const auto content = [](const JobResult& r) { return std::optional(r.content_accuracy); };
+  const auto fit = [](const JobResult& r) { return std::optional(r.training_set_loss); };
+  for (const Task& task : plan.tasks) {
+    const auto found = by_task.find(task.name);
+    if (found == by_task.end() || task.kind != TaskKind::style)
+      continue;
+    out << "- **The base model is small and rough.** " << base_parameters(base_unet_config())
+        << " parameters; the judge recognizes "
+        << number(100.0 * spread(found->second, "base", content).mean, 1)
+        << " % of the garments it draws when asked for classes 0 to 8 (" << task.name
+        << ", base row; its samples are the grids' base rows). Frechet distances and "
+           "accuracies are therefore poor for every arm: the comparisons between arms are the "
+           "result, not the absolute values.\n";
+    break;
+  }
+  for (const Task& task : plan.tasks) {
+    const auto found = by_task.find(task.name);
+    if (found == by_task.end())
+      continue;
+    const Arm* best = nullptr;
+    double best_fit = kNaN;
+    const Arm* highest = nullptr;
+    for (const Arm* arm : arms_where(plan, is_fixed)) {
+      const double value = spread(found->second, arm->name, fit).mean;
+      if (best == nullptr || value < best_fit) {
+        best = arm;
+        best_fit = value;
+      }
+      highest = arm;
+    }
+    if (best == nullptr || best == highest)
+      continue;
+    const double top = spread(found->second, highest->name, fit).mean;
+    out << "- **" << task.name << ": high ranks fit their own images worse.** The training-set "
+        << "loss is lowest at r = " << best->rank << " (" << number(best_fit, 4) << ") and "
+        << number(100.0 * (top / best_fit - 1.0), 0) << " % higher at r = " << highest->rank
+        << ": at this learning rate (" << plan.lr << ", the same for every arm, alpha = rank) "
+        << "part of what hurts high ranks is optimisation, not only overfitting.\n";
+  }
+  out << "- **" << plan.seeds.size() << " seed" << (plan.seeds.size() == 1 ? "" : "s")
+      << " per arm.** Differences smaller than the spreads in the tables are not evidence "
+         "either way.\n";
+  return out.str();
 }
 
 std::string setup_text(const Plan& plan, const RunRecord& record) {
@@ -580,13 +692,16 @@ void write_report(const Plan& plan, const fs::path& run_folder, const fs::path& 
      << anchor << "_reproduce).\n\n"
      << "## What the numbers show {#" << anchor << "_findings}\n\n"
      << "Means over seeds; a fixed rank counts as better when its mean is. The spread is one "
-        "standard deviation over the seeds.\n\n";
+        "standard deviation over the seeds (the best fixed rank's, or the arm's if larger, "
+        "below). The case against each arm first, then each task measure by measure.\n\n";
   std::map<std::string, ByArm> by_task;
   for (const JobResult& result : results)
     by_task[result.task][result.arm].push_back(&result);
+  md << overall_summary(plan, by_task) << "\n";
   for (const Task& task : plan.tasks)
     md << "### " << task.name << "\n\n" << statements(plan, task, by_task[task.name]) << "\n";
 
+  md << "### Limits of this setup\n\n" << limits_text(plan, by_task) << "\n";
   md << "## Setup {#" << anchor << "_setup}\n\n" << setup_text(plan, record) << "\n";
   for (const Task& task : plan.tasks) {
     const ByArm& by_arm = by_task[task.name];
