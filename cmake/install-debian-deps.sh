@@ -17,6 +17,8 @@ packages=(
   libicu-dev zlib1g-dev libpng-dev libcairo2-dev libcli11-dev
   libjpeg-dev libwebp-dev libtomlplusplus-dev
   doxygen
+  # The evidence experiment's images (Fashion-MNIST, 30 MB; examples/evidence).
+  dataset-fashion-mnist
 )
 
 missing=()
