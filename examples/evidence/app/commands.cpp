@@ -292,7 +292,7 @@ void add_commands(CLI::App& app, Commands& commands) {
   pretrain->add_option("-o,--output", commands.pretrain.output, "the .safetensors to write")
       ->required()
       ->type_name("FILE");
-  cli::add_whole(*pretrain, "--steps", commands.pretrain.steps, "optimizer steps (default 3000)",
+  cli::add_whole(*pretrain, "--steps", commands.pretrain.steps, "optimizer steps (default 5000)",
                  int64_t{1});
   cli::add_whole(*pretrain, "--batch", commands.pretrain.batch, "images per step (default 64)",
                  int64_t{1});

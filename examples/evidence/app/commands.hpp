@@ -11,7 +11,7 @@ namespace evidence_app {
 
 struct PretrainArguments {
   std::string output;
-  int64_t steps = 3000;
+  int64_t steps = 5000;
   int64_t batch = 64;
   uint64_t seed = 0;
   int threads = 1;

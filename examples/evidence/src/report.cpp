@@ -544,6 +544,16 @@ std::string limits_text(const Plan& plan, const std::map<std::string, ByArm>& by
   return out.str();
 }
 
+// The command that made the committed base model, from its file's metadata.
+std::string base_model_command() {
+  const fs::path file = data_folder() / "base_model.safetensors";
+  const auto reader = aclora::safetensors::Reader::open(file);
+  const auto found = reader.metadata().find("command");
+  if (found == reader.metadata().end())
+    throw std::runtime_error(file.string() + ": no \"command\" in the metadata");
+  return found->second;
+}
+
 std::string setup_text(const Plan& plan, const RunRecord& record) {
   const sdxl::UNetConfig config = base_unet_config();
   std::ostringstream out;
@@ -691,9 +701,10 @@ void write_report(const Plan& plan, const fs::path& run_folder, const fs::path& 
         "under [Reproduce](#"
      << anchor << "_reproduce).\n\n"
      << "## What the numbers show {#" << anchor << "_findings}\n\n"
-     << "Means over seeds; a fixed rank counts as better when its mean is. The spread is one "
-        "standard deviation over the seeds (the best fixed rank's, or the arm's if larger, "
-        "below). The case against each arm first, then each task measure by measure.\n\n";
+     << "Means over seeds; a fixed rank counts as better when its mean is. The spreads are "
+        "standard deviations over the seeds; \"within one standard deviation\" below uses the "
+        "larger of the two compared. First each arm against the best fixed rank of every task "
+        "and measure, then each task measure by measure.\n\n";
   std::map<std::string, ByArm> by_task;
   for (const JobResult& result : results)
     by_task[result.task][result.arm].push_back(&result);
@@ -732,10 +743,13 @@ void write_report(const Plan& plan, const fs::path& run_folder, const fs::path& 
      << "which took " << number(record.wall_seconds / 60.0, 1) << " minutes (" << record.finished
      << ", " << record.machine << ", " << record.jobs
      << " jobs at a time). `aclora-evidence report` writes the page again from the run's "
-        "results without training. The committed base model and judge came from\n\n"
-        "    aclora-evidence pretrain -o examples/evidence/data/base_model.safetensors\n"
+        "results without training. The committed base model came from\n\n    "
+     << base_model_command()
+     << " -o examples/evidence/data/base_model.safetensors\n\n"
+        "(the command in its metadata) and the judge from\n\n"
         "    aclora-evidence classifier -o examples/evidence/data/classifier.safetensors\n\n"
-        "(their metadata holds the exact command, seed and time).\n";
+        "(2 epochs, seed 0: the defaults). Both are deterministic on one machine; CPUs with "
+        "other instruction sets may round differently.\n";
   write_text(page, md.str());
 }
 

@@ -93,7 +93,7 @@ void save_base_model(const BaseModel& model, const std::filesystem::path& file,
 
 /// How pretrain_base_model trains.
 struct Pretraining {
-  int64_t steps = 3000;        ///< optimizer steps
+  int64_t steps = 5000;        ///< optimizer steps
   int64_t batch = 64;          ///< images per step
   double lr = 2e-3;            ///< AdamW's peak learning rate (linear warm-up, cosine decay)
   int64_t warmup_steps = 200;  ///< steps of the warm-up
