@@ -24,10 +24,10 @@ enum class TaskKind {
 
 /// One personalization task.
 struct Task {
-  std::string name;  ///< "subject-15", "subject-150", "style-15"
+  std::string name;                   ///< "subject-15", "subject-150", "style-15"
   TaskKind kind = TaskKind::subject;  ///< subject or style
-  int64_t images = 15;  ///< n, the training images
-  int64_t batch = 5;    ///< images per optimizer step
+  int64_t images = 15;                ///< n, the training images
+  int64_t batch = 5;                  ///< images per optimizer step
 };
 
 /// One arm: how the LoRA is trained and what is evaluated.
