@@ -102,9 +102,11 @@ const json::Value& member(const json::Value& object, const char* key) {
 }
 
 // Measures the model as it is now (with its LoRAs) and fills the result's measures.
+// `held_out_features` are the judge's features of data.test_images (the same for every
+// measure of a job, so computed once).
 void measure(JobResult& result, BaseModel& model, const Plan& plan, const Task& task,
-             const TaskData& data, const Resources& resources,
-             const std::optional<fs::path>& samples_file) {
+             const TaskData& data, const torch::Tensor& held_out_features,
+             const Resources& resources, const std::optional<fs::path>& samples_file) {
   const torch::Tensor held_out = data.test_images.slice(0, 0, plan.held_out_images);
   const torch::Tensor held_out_labels = data.test_labels.slice(0, 0, plan.held_out_images);
   result.held_out_loss = grid_loss(model, held_out, held_out_labels);
@@ -115,8 +117,7 @@ void measure(JobResult& result, BaseModel& model, const Plan& plan, const Task& 
   result.content_accuracy = scores.content_accuracy;
   if (task.kind == TaskKind::style)
     result.style_accuracy = scores.style_accuracy;
-  result.frechet_distance =
-      frechet_distance(features(judge, samples), features(judge, data.test_images));
+  result.frechet_distance = frechet_distance(features(judge, samples), held_out_features);
   if (samples_file)
     save_samples(grid_row(samples, task, plan), *samples_file);
 }
@@ -201,6 +202,8 @@ std::vector<JobResult> train_and_measure(const Plan& plan, const Task& task, con
                                          uint64_t seed, const Resources& resources,
                                          const fs::path& run_folder) {
   const TaskData data = task_data(task, plan, resources.data);
+  Classifier judge = resources.judge;
+  const torch::Tensor held_out_features = features(judge, data.test_images);
   BaseModel model = load_base_model(resources.base_model_file, resources.unet_config);
   for (auto& parameter : model->parameters())
     parameter.set_requires_grad(false);
@@ -225,7 +228,7 @@ std::vector<JobResult> train_and_measure(const Plan& plan, const Task& task, con
   };
 
   if (arm.rank == 0) {
-    measure(result, model, plan, task, data, resources, samples_file(arm.name));
+    measure(result, model, plan, task, data, held_out_features, resources, samples_file(arm.name));
     write(result);
     return {result};
   }
@@ -311,7 +314,7 @@ std::vector<JobResult> train_and_measure(const Plan& plan, const Task& task, con
     if (arm.restarts)
       cut_to_ranks(network, ranks);
     fill_ranks(result, network, ranks);
-    measure(result, model, plan, task, data, resources, samples_file(arm.name));
+    measure(result, model, plan, task, data, held_out_features, resources, samples_file(arm.name));
     write(result);
     results.push_back(result);
   }
@@ -329,7 +332,8 @@ std::vector<JobResult> train_and_measure(const Plan& plan, const Task& task, con
     const std::vector<std::size_t> kept = ranks_for_energy(network, *derived.resize_energy);
     cut_to_ranks(network, kept);
     fill_ranks(resized, network, kept);
-    measure(resized, model, plan, task, data, resources, samples_file(derived.name));
+    measure(resized, model, plan, task, data, held_out_features, resources,
+            samples_file(derived.name));
     write(resized);
     results.push_back(resized);
   }
