@@ -44,6 +44,15 @@ def need(module: str):
     return pytest.importorskip(module)
 
 
+def same_bits(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether two tensors hold the same bits (same dtype and shape): unlike torch.equal, a NaN
+    equals itself, so a tensor holding NaN can be checked for being left untouched."""
+    if actual.dtype != expected.dtype or actual.shape != expected.shape:
+        return False
+    integers = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[actual.element_size()]
+    return torch.equal(actual.detach().contiguous().view(integers), expected.detach().contiguous().view(integers))
+
+
 def lora_pair(rank: int, n_in: int, n_out: int, *, dtype=torch.float32, seed: int = 0, decay: float = 0.8):
     """A LoRA (down [R, in], up [out, R]) with decaying spectra along the rank axis."""
     generator = torch.Generator().manual_seed(seed)
