@@ -13,9 +13,10 @@ start=$SECONDS
 mkdir -p "$build"
 
 # 1. Debian packages (python3-torch brings numpy, yaml, requests, psutil; libtorch-dev the
-#    C++ headers and CMake config of the same LibTorch).
+#    C++ headers and CMake config of the same LibTorch; python3-jinja2 the model card that
+#    PEFT writes into every Trainer checkpoint).
 packages=(python3-torch libtorch-dev python3-pybind11 python3-pytest python3-venv python3-dev
-          python3-pip cmake g++ make)
+          python3-pip python3-jinja2 cmake g++ make)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
