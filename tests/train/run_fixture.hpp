@@ -25,6 +25,8 @@ struct RunSettings {
   std::optional<std::int64_t> nan_at_step;        // the loss of this step is NaN
   int epochs = 6;
   std::int64_t save_every_n_steps = 4;
+  bool save_before_run = false;  // TrainingRun::save() before run()
+  bool train = true;             // false: no run() (after a save_before_run, say)
 };
 
 inline constexpr std::int64_t kSamples = 24;
@@ -67,6 +69,10 @@ inline aclora::train::RunSummary run_training(const RunSettings& settings) {
   aclora::train::TrainingRun run(network, optimizer, options);
   if (settings.resume)
     run.resume_latest();
+  if (settings.save_before_run)
+    run.save();
+  if (!settings.train)
+    return aclora::train::RunSummary{};
   const auto summary = run.run(kStepsPerEpoch, [&](const aclora::train::StepContext& step) {
     if (settings.kill_at_step && step.global_step == *settings.kill_at_step)
       std::raise(SIGKILL);

@@ -184,3 +184,54 @@ TEST(Export, ErrorsLeaveNoFile) {
   }
   EXPECT_TRUE(fs::is_empty(folder));
 }
+
+// module_at_rank, the one refactor that export and in-place cuts share: up' down' times the
+// scale is the best rank-K approximation of the module's update, at every K in [1, R] (at
+// K = R the update itself), within float32 rounding; a K outside [1, R] or a NaN is refused
+// naming the module.
+TEST(Export, ModuleAtRankIsTheTruncatedUpdate) {
+  Network model;
+  for (const auto& entry : model.network.modules()) {
+    const auto rank = static_cast<std::size_t>(entry.adapter->rank());
+    const torch::Tensor update = update_of(entry);
+    for (std::size_t k = 1; k <= rank; ++k) {
+      aclora::ProductFactors factors = aclora::train::module_at_rank(entry, k);
+      ASSERT_EQ(factors.rank, k);
+      const auto rows = static_cast<std::int64_t>(factors.rows);
+      const auto columns = static_cast<std::int64_t>(factors.columns);
+      const auto kept = static_cast<std::int64_t>(k);
+      const torch::Tensor up =
+          torch::from_blob(factors.up.data(), {rows, kept}, torch::kFloat32).to(torch::kFloat64);
+      const torch::Tensor down =
+          torch::from_blob(factors.down.data(), {kept, columns}, torch::kFloat32)
+              .to(torch::kFloat64);
+      // The float64 refactor rounded once to float32 factors (2^-24 relative each): as the
+      // export test, 1e-6 relative.
+      EXPECT_LT(
+          relative_error(torch::matmul(up, down) * entry.adapter->scale(), truncated(update, kept)),
+          1e-6)
+          << entry.name << " at rank " << k;
+    }
+  }
+  const auto& first = model.network.modules()[0];
+  for (const std::size_t bad :
+       {std::size_t{0}, static_cast<std::size_t>(first.adapter->rank()) + 1}) {
+    try {
+      aclora::train::module_at_rank(first, bad);
+      ADD_FAILURE() << "rank " << bad << " accepted";
+    } catch (const aclora::train::Error& error) {
+      EXPECT_NE(std::string(error.what()).find(first.name), std::string::npos) << error.what();
+    }
+  }
+  {
+    torch::NoGradGuard no_grad;
+    first.adapter->up[0][0] = std::numeric_limits<float>::quiet_NaN();
+  }
+  try {
+    aclora::train::module_product(first);
+    ADD_FAILURE() << "NaN accepted";
+  } catch (const aclora::train::Error& error) {
+    EXPECT_NE(std::string(error.what()).find(first.name + "' holds NaN or Inf"), std::string::npos)
+        << error.what();
+  }
+}

@@ -91,6 +91,40 @@ TEST(Inject, GradientsReachOnlyTheFactors) {
   }
 }
 
+// A second injection into the same tree (into the same network or another) freezes the
+// base model only: every LoRA factor of both injections still requires a gradient and gets
+// one, and the base parameters get none.
+TEST(Inject, ASecondInjectionKeepsTheFirstTrainable) {
+  torch::manual_seed(2);
+  TinyNet net;
+  LoraNetwork network;
+  LoraNetwork other;
+  network.inject(*net, Targets::patterns({"to_q"}), options());
+  network.inject(*net, Targets::patterns({"ff_in"}), options());
+  other.inject(*net, Targets::patterns({"to_v"}), options());
+  randomize_up(network);
+  randomize_up(other);
+  net->forward(torch::randn({2, 3, 4, 4})).square().sum().backward();
+  std::set<const void*> factors;
+  for (const LoraNetwork* lora : {&network, &other}) {
+    for (const auto& module : lora->modules()) {
+      for (const auto& factor : {module.adapter->down, module.adapter->up}) {
+        factors.insert(factor.unsafeGetTensorImpl());
+        EXPECT_TRUE(factor.requires_grad()) << module.name;
+        ASSERT_TRUE(factor.grad().defined()) << module.name;
+        EXPECT_GT(factor.grad().abs().sum().item<double>(), 0.0) << module.name;
+      }
+    }
+  }
+  EXPECT_EQ(factors.size(), 2u * (4u + 2u));  // to_q, ff_in, to_v of two blocks
+  for (const auto& item : net->named_parameters()) {
+    if (factors.count(item.value().unsafeGetTensorImpl()))
+      continue;
+    EXPECT_FALSE(item.value().requires_grad()) << item.key();
+    EXPECT_FALSE(item.value().grad().defined()) << item.key();
+  }
+}
+
 // A LoRA adds scale * up @ down to the layer: the adapted forward equals the plain layer
 // with the merged weight, for a Linear and for a 3x3 Conv2d with its own conv rank.
 TEST(Inject, AdaptedLayerEqualsMergedWeight) {

@@ -2,6 +2,7 @@
 // Ctrl-C, cumulative counters, metrics records, non-finite losses, used output folders.
 #include <gtest/gtest.h>
 #include <aclora/adapters/json/parse.hpp>
+#include <aclora/adapters/train/export.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -188,4 +189,141 @@ TEST(TrainingRun, FailedRestartStopsOrIsLogged) {
     }
     EXPECT_EQ(errors, 3u);
   }
+}
+
+// save() before run() saves the run's starting point, a state at step 0, without changing
+// the run: saving first and training gives the uninterrupted run's factors and records, and
+// a run resumed from the step-0 state alone trains exactly as the uninterrupted one.
+TEST(TrainingRun, SaveBeforeRunSavesTheStartingPoint) {
+  const aclora::test::ScratchDir straight_scratch;
+  const fs::path straight = straight_scratch.path();
+  train_test::RunSettings settings;
+  settings.output = straight;
+  train_test::run_training(settings);
+
+  const aclora::test::ScratchDir saved_first_scratch;
+  const fs::path saved_first = saved_first_scratch.path();
+  settings.output = saved_first;
+  settings.save_before_run = true;
+  train_test::run_training(settings);
+  EXPECT_TRUE(
+      fs::exists(saved_first / "state" / aclora::train::state_folder_name(0) / "manifest.json"));
+  EXPECT_EQ(read(saved_first / "final.safetensors"), read(straight / "final.safetensors"));
+  EXPECT_EQ(records_without_timings(saved_first / "metrics.jsonl"),
+            records_without_timings(straight / "metrics.jsonl"));
+
+  const aclora::test::ScratchDir start_only_scratch;
+  const fs::path start_only = start_only_scratch.path();
+  settings.output = start_only;
+  settings.train = false;
+  train_test::run_training(settings);
+  const auto latest = aclora::train::latest_state(start_only / "state");
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->filename(), aclora::train::state_folder_name(0));
+  settings.save_before_run = false;
+  settings.train = true;
+  settings.resume = true;
+  const auto resumed = train_test::run_training(settings);
+  EXPECT_EQ(resumed.global_step, 36);
+  EXPECT_EQ(read(start_only / "final.safetensors"), read(straight / "final.safetensors"));
+  EXPECT_EQ(records_without_timings(start_only / "metrics.jsonl"),
+            records_without_timings(straight / "metrics.jsonl"));
+}
+
+// A fresh run's save() before run() refuses an output folder that holds an earlier run, as
+// run() does, and leaves that run's files alone.
+TEST(TrainingRun, SaveBeforeRunRefusesAUsedFolder) {
+  const aclora::test::ScratchDir folder_scratch;
+  const fs::path folder = folder_scratch.path();
+  train_test::RunSettings settings;
+  settings.output = folder;
+  settings.epochs = 1;
+  train_test::run_training(settings);
+  const std::string metrics = read(folder / "metrics.jsonl");
+  settings.save_before_run = true;
+  settings.train = false;
+  try {
+    train_test::run_training(settings);
+    ADD_FAILURE() << "no error";
+  } catch (const aclora::train::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("resume it or choose another output folder"),
+              std::string::npos);
+  }
+  EXPECT_EQ(read(folder / "metrics.jsonl"), metrics);
+}
+
+// on_epoch_end (validation, samples, LoRA files) sees the factors exactly as the epoch's
+// last step left them, also at an epoch followed by a RESTART, which rewrites them only
+// after it; hook().module_ranks() there are the ranks those factors were trained at: R
+// before the first RESTART, then the previous RESTART's K.
+TEST(TrainingRun, EpochEndSeesTheFactorsBeforeTheRestart) {
+  const aclora::test::ScratchDir folder_scratch;
+  torch::manual_seed(5);
+  train_test::TinyNet net(8, 2, 4);
+  aclora::train::LoraNetwork network;
+  aclora::train::InjectOptions inject;
+  inject.rank = 4;
+  inject.naming = aclora::train::Naming::plain("lora_unet");
+  network.inject(*net, aclora::train::Targets::patterns({"to_q", "to_v", "ff_in"}), inject);
+  torch::optim::AdamW optimizer(network.parameters(), torch::optim::AdamWOptions(1e-2));
+  const torch::Tensor images = torch::randn({4, 3, 4, 4});
+  const torch::Tensor targets = torch::randn({4, 4}) * 0.3;
+
+  aclora::train::RunOptions options;
+  options.epochs = 4;
+  options.restart_every = 2;  // RESTARTs after epochs 0 and 2
+  options.restart.seed = 11;
+  options.output = folder_scratch.path();
+  options.progress = false;
+  const aclora::train::TrainingRun* run_pointer = nullptr;
+  std::vector<torch::Tensor> after_last_step;
+  std::vector<std::size_t> trained_ranks = aclora::train::full_ranks(network);
+  const auto factors_unchanged = [&] {
+    const std::vector<torch::Tensor> now = network.parameters();
+    for (std::size_t i = 0; i < now.size(); ++i)
+      if (!torch::equal(now[i], after_last_step[i]))
+        return false;
+    return true;
+  };
+  std::vector<int> epochs_seen;
+  options.on_epoch_end = [&](int epoch, std::int64_t) {
+    epochs_seen.push_back(epoch);
+    EXPECT_TRUE(factors_unchanged()) << "epoch " << epoch;
+    EXPECT_EQ(run_pointer->hook().module_ranks(), trained_ranks) << "epoch " << epoch;
+    return std::vector<std::pair<std::string, double>>{{"seen", 1.0}};
+  };
+  int restarts = 0;
+  options.on_restart = [&](const aclora::logs::RankHistory&) {
+    ++restarts;
+    EXPECT_FALSE(factors_unchanged());  // the RESTART did rewrite them, after on_epoch_end
+    trained_ranks = run_pointer->hook().module_ranks();
+  };
+  aclora::train::TrainingRun run(network, optimizer, options);
+  run_pointer = &run;
+  run.run(2, [&](const aclora::train::StepContext&) {
+    optimizer.zero_grad();
+    const torch::Tensor noisy = images + 0.1 * torch::randn(images.sizes());
+    const torch::Tensor loss = torch::mse_loss(net->forward(noisy), targets);
+    loss.backward();
+    optimizer.step();
+    after_last_step.clear();
+    for (const auto& factor : network.parameters())
+      after_last_step.push_back(factor.detach().clone());
+    return loss.item<double>();
+  });
+  EXPECT_EQ(epochs_seen, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(restarts, 2);
+  // Each epoch's record carries its on_epoch_end scalar and follows the epoch's RESTART.
+  std::vector<std::string> order;
+  for (const auto& record : records_without_timings(options.output / "metrics.jsonl")) {
+    const std::string type = record.find("type")->as_string();
+    if (type == "epoch") {
+      EXPECT_TRUE(record.find("seen"));
+      order.push_back("epoch " + std::to_string(record.find("epoch")->as_int()));
+    } else if (type == "restart") {
+      order.push_back("restart " + std::to_string(record.find("epoch")->as_int()));
+    }
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"restart 0", "epoch 0", "epoch 1", "restart 2",
+                                             "epoch 2", "epoch 3"}));
 }

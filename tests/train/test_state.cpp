@@ -1,12 +1,15 @@
 // Training states (aclora/adapters/train/state.hpp): exact round trips, and refusal of
 // missing, partial, corrupt and mismatched states without changing anything.
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <aclora/adapters/train/state.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "scratch_dir.hpp"
@@ -219,4 +222,82 @@ TEST(TrainingState, BadStatesAreRefusedAndChangeNothing) {
   EXPECT_EQ(aclora::train::detail::read_file(root / "good" / "manifest.json"), before);
   // Only complete state-* folders count as states.
   EXPECT_FALSE(aclora::train::latest_state(root));
+}
+
+namespace {
+
+// A generator of its own with a state of its own (CPU generators stand in for CUDA ones:
+// the pairing by name is what is tested, and it needs no GPU).
+at::Generator generator_seeded(std::uint64_t seed) {
+  return at::detail::createCPUGenerator(seed);
+}
+
+torch::Tensor state_of(at::Generator generator) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+// rng.safetensors holding the state of a generator seeded `seed + i` for each name i.
+aclora::safetensors::Reader saved_states(const fs::path& path,
+                                         const std::vector<std::string>& names) {
+  aclora::safetensors::Writer writer;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    aclora::train::add_tensor(writer, names[i], state_of(generator_seeded(100 + i)));
+  writer.write(path);
+  return aclora::safetensors::Reader::open(path);
+}
+
+}  // namespace
+
+// A resume restores the generators that were saved and are present now, whatever the number
+// of visible GPUs: saved cuda:0..3 with cuda:0..1 visible restores cpu, cuda:0 and cuda:1;
+// saved cpu alone with cuda:0 visible restores cpu and leaves cuda:0 as it is. A state
+// without the CPU generator, or with a state of another layout, is refused.
+TEST(TrainingState, GeneratorsRestoreThoseSavedAndPresent) {
+  const aclora::test::ScratchDir scratch;
+  const std::vector<std::pair<std::string, at::Generator>> present = {
+      {"cpu", generator_seeded(1)},
+      {"cuda:0", generator_seeded(2)},
+      {"cuda:1", generator_seeded(3)}};
+
+  const auto four_gpus = saved_states(scratch.path() / "four.safetensors",
+                                      {"cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3"});
+  const auto fewer = aclora::train::detail::saved_generator_states(four_gpus, present, "state");
+  ASSERT_EQ(fewer.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(fewer[i].first == present[i].second) << present[i].first;
+    EXPECT_TRUE(torch::equal(fewer[i].second, state_of(generator_seeded(100 + i))))
+        << present[i].first;
+  }
+
+  const auto cpu_only = saved_states(scratch.path() / "cpu.safetensors", {"cpu"});
+  const auto more =
+      aclora::train::detail::saved_generator_states(cpu_only, {present[0], present[1]}, "state");
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_TRUE(more[0].first == present[0].second);
+  EXPECT_TRUE(torch::equal(more[0].second, state_of(generator_seeded(100))));
+
+  const auto no_cpu = saved_states(scratch.path() / "no_cpu.safetensors", {"cuda:0"});
+  try {
+    aclora::train::detail::saved_generator_states(no_cpu, present, "state");
+    ADD_FAILURE() << "no error";
+  } catch (const aclora::train::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("no state for the generator 'cpu'"), std::string::npos)
+        << error.what();
+  }
+
+  aclora::safetensors::Writer writer;
+  aclora::train::add_tensor(writer, "cpu", state_of(generator_seeded(1)));
+  aclora::train::add_tensor(writer, "cuda:0", torch::zeros({3}, torch::kUInt8));
+  writer.write(scratch.path() / "layout.safetensors");
+  const auto other_layout =
+      aclora::safetensors::Reader::open(scratch.path() / "layout.safetensors");
+  try {
+    aclora::train::detail::saved_generator_states(other_layout, present, "state");
+    ADD_FAILURE() << "no error";
+  } catch (const aclora::train::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("the state of 'cuda:0' has another layout"),
+              std::string::npos)
+        << error.what();
+  }
 }

@@ -233,7 +233,10 @@ std::vector<JobResult> train_and_measure(const Plan& plan, const Task& task, con
     return {result};
   }
 
-  // The LoRAs: the same initial values for every arm of a seed up to the rank.
+  // The LoRAs: the arms of one seed and one rank (AC-LoRA, fixed rank, resize) start from
+  // the same factors. Arms of another rank do not share them, not even as a slice: the down
+  // factors are drawn one module after another from one generator stream, R x fan-in
+  // values each, so every module after the first starts at another place in the stream.
   torch::manual_seed(key_of(seed, 0, 1));
   train::LoraNetwork network;
   train::InjectOptions inject;

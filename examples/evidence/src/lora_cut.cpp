@@ -1,47 +1,28 @@
 #include "evidence/lora_cut.hpp"
 
-#include <aclora/backends/torch/product.hpp>
+#include <aclora/adapters/train/export.hpp>
 #include <aclora/product.hpp>
 
 #include <string>
 
 namespace evidence {
-namespace {
-
-using aclora::Layer;
-using aclora::RankAxis;
-
-aclora::ProductDecomposition analyse(const aclora::train::LoraModuleEntry& entry) {
-  aclora::backends::libtorch::ProductPrimitives primitives;
-  const auto& adapter = *entry.adapter;
-  const Layer<torch::Tensor> down{adapter.down_matrix().detach(), RankAxis::rows};
-  const Layer<torch::Tensor> up{adapter.up_matrix().detach(), RankAxis::cols};
-  aclora::ProductDecomposition decomposition =
-      aclora::product_analyze(primitives, down, up, static_cast<std::size_t>(adapter.rank()));
-  if (!decomposition.spectrum.finite)
-    throw aclora::Error("module '" + entry.name + "' holds NaN or Inf");
-  return decomposition;
-}
-
-}  // namespace
 
 void cut_to_ranks(aclora::train::LoraNetwork& network, const std::vector<std::size_t>& ranks) {
   if (ranks.size() != network.size())
     throw aclora::Error("cut_to_ranks: " + std::to_string(ranks.size()) + " ranks for " +
                         std::to_string(network.size()) + " modules");
-  aclora::backends::libtorch::ProductPrimitives primitives;
-  std::vector<aclora::ProductFactors> cut(network.size());
   for (std::size_t i = 0; i < network.size(); ++i) {
     const auto& entry = network.modules()[i];
-    const auto& adapter = *entry.adapter;
-    const auto rank = static_cast<std::size_t>(adapter.rank());
+    const auto rank = static_cast<std::size_t>(entry.adapter->rank());
     if (ranks[i] < 1 || ranks[i] > rank)
       throw aclora::Error("cut_to_ranks: module '" + entry.name + "': rank " +
                           std::to_string(ranks[i]) + " outside [1, " + std::to_string(rank) + "]");
-    const Layer<torch::Tensor> down{adapter.down_matrix().detach(), RankAxis::rows};
-    const Layer<torch::Tensor> up{adapter.up_matrix().detach(), RankAxis::cols};
-    cut[i] = aclora::product_refactor(primitives, analyse(entry), down, up, ranks[i]);
   }
+  // The refactor of export.hpp, the one a LoRA file at these ranks holds; every module is
+  // refactored before any is written.
+  std::vector<aclora::ProductFactors> cut(network.size());
+  for (std::size_t i = 0; i < network.size(); ++i)
+    cut[i] = aclora::train::module_at_rank(network.modules()[i], ranks[i]);
   torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < network.size(); ++i) {
     const auto& adapter = *network.modules()[i].adapter;
@@ -64,8 +45,10 @@ std::vector<std::size_t> ranks_for_energy(const aclora::train::LoraNetwork& netw
   if (!(fraction > 0.0 && fraction <= 1.0))
     throw aclora::Error("ranks_for_energy: the fraction must lie in (0, 1]");
   std::vector<std::size_t> ranks;
-  for (const auto& entry : network.modules())
-    ranks.push_back(aclora::rank_for_energy(analyse(entry).spectrum.singular_values, fraction));
+  for (const auto& entry : network.modules()) {
+    const aclora::ProductDecomposition product = aclora::train::module_product(entry);
+    ranks.push_back(aclora::rank_for_energy(product.spectrum.singular_values, fraction));
+  }
   return ranks;
 }
 

@@ -45,6 +45,42 @@ struct ExportOptions {
   bool uniform_alpha = true;
 };
 
+/// The product analysis of one module's update up @ down (exact, in float64; modifies
+/// nothing): its singular values and what module_at_rank() refactors from.
+/// @throws Error naming the module when a factor holds NaN or Inf.
+inline ProductDecomposition module_product(const LoraModuleEntry& entry) {
+  ::torch::NoGradGuard no_grad;
+  backends::libtorch::ProductPrimitives primitives;
+  const LoraAdapter& adapter = *entry.adapter;
+  const Layer<::torch::Tensor> down{adapter.down_matrix().detach(), RankAxis::rows};
+  const Layer<::torch::Tensor> up{adapter.up_matrix().detach(), RankAxis::cols};
+  ProductDecomposition decomposition =
+      product_analyze(primitives, down, up, static_cast<std::size_t>(adapter.rank()));
+  if (!decomposition.spectrum.finite)
+    throw Error("module '" + entry.name + "' holds NaN or Inf");
+  return decomposition;
+}
+
+/// One module refactored to rank `kept` (1 <= K <= R) by the product analysis: up' down' is
+/// the best rank-K approximation of up @ down (its leading K singular components), the
+/// factors float32 row-major (up' out x K, down' K x in kh kw). The scale alpha / R is not
+/// applied. @throws Error naming the module for K outside [1, R] or a factor holding NaN
+/// or Inf.
+inline ProductFactors module_at_rank(const LoraModuleEntry& entry, std::size_t kept) {
+  const auto rank = static_cast<std::size_t>(entry.adapter->rank());
+  if (kept < 1 || kept > rank) {
+    throw Error("module '" + entry.name + "': rank " + std::to_string(kept) + " outside [1, " +
+                std::to_string(rank) + "]");
+  }
+  const ProductDecomposition decomposition = module_product(entry);
+  ::torch::NoGradGuard no_grad;
+  backends::libtorch::ProductPrimitives primitives;
+  const LoraAdapter& adapter = *entry.adapter;
+  const Layer<::torch::Tensor> down{adapter.down_matrix().detach(), RankAxis::rows};
+  const Layer<::torch::Tensor> up{adapter.up_matrix().detach(), RankAxis::cols};
+  return product_refactor(primitives, decomposition, down, up, kept);
+}
+
 /// The network's modules as file modules at `ranks` (K per module, network order; K = R
 /// writes the factors as they are). Factors are computed in float64 and stored as float32
 /// here; write_lora() rounds them to the export dtype once.
@@ -57,7 +93,6 @@ inline std::vector<lora::OutputModule> modules_at_ranks(const LoraNetwork& netwo
                 std::to_string(network.size()) + " modules");
   }
   ::torch::NoGradGuard no_grad;
-  backends::libtorch::ProductPrimitives primitives;
   std::vector<lora::OutputModule> out;
   out.reserve(network.size());
   for (std::size_t i = 0; i < network.size(); ++i) {
@@ -88,12 +123,7 @@ inline std::vector<lora::OutputModule> modules_at_ranks(const LoraNetwork& netwo
       down_values = to_floats(down);
       up_values = to_floats(up);
     } else {
-      const Layer<::torch::Tensor> down_layer{down, RankAxis::rows};
-      const Layer<::torch::Tensor> up_layer{up, RankAxis::cols};
-      const ProductDecomposition decomposition =
-          product_analyze(primitives, down_layer, up_layer, rank);
-      ProductFactors factors =
-          product_refactor(primitives, decomposition, down_layer, up_layer, kept);
+      ProductFactors factors = module_at_rank(entry, kept);
       down_values = std::move(factors.down);
       up_values = std::move(factors.up);
     }

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "aclora/adapters/train/network.hpp"
+#include "aclora/adapters/train/error.hpp"
 
 namespace aclora::train {
 

@@ -27,18 +27,12 @@
 
 #include "aclora/adapters/lora/sdxl_keys.hpp"
 #include "aclora/adapters/train/adaptable.hpp"
+#include "aclora/adapters/train/error.hpp"
 #include "aclora/adapters/train/lora_adapter.hpp"
 #include "aclora/adapters/train/targets.hpp"
 #include "aclora/layer.hpp"
 
 namespace aclora::train {
-
-/// Thrown for invalid injections, states and exports: the message names the layer, rule,
-/// file or option at fault. When inject() throws, no layer was changed.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 /// How a layer's qualified name becomes its LoRA module name (which also keys its noise).
 struct Naming {
@@ -87,8 +81,9 @@ struct InjectOptions {
   double dropout = 0.0;        ///< dropout on each LoRA's input in training mode, [0, 1)
   FactorOptions factors;       ///< factor dtype, device, trainable
   Naming naming;               ///< module names
-  /// Sets requires_grad = false on every parameter of the tree that is not a LoRA factor
-  /// (the target layers' weights and biases always are frozen).
+  /// Sets requires_grad = false on every parameter of the tree that is not a factor of an
+  /// adapter (the base model's; LoRAs injected before keep training). The target layers'
+  /// weights and biases always are frozen.
   bool freeze_model = true;
 };
 
@@ -262,10 +257,8 @@ class LoraNetwork {
     }
 
     // Nothing can fail below: attach.
-    if (options.freeze_model) {
-      for (auto& parameter : root.parameters())
-        parameter.set_requires_grad(false);
-    }
+    if (options.freeze_model)
+      freeze_base(root);
     for (auto& entry : added) {
       freeze(entry);
       if (entry.host)
@@ -376,6 +369,22 @@ class LoraNetwork {
     const LoraAdapter& adapter = *entry.adapter;
     const torch::Tensor product = torch::matmul(adapter.up_matrix(), adapter.down_matrix());
     return (product * adapter.scale()).view(entry.base_weight.sizes());
+  }
+
+  // requires_grad = false on every parameter of the tree but the adapters' (the LoRAs of
+  // an earlier injection into the same tree keep training).
+  static void freeze_base(torch::nn::Module& root) {
+    std::set<const void*> adapter_parameters;
+    for (const auto& module : root.modules(/*include_self=*/true)) {
+      if (std::dynamic_pointer_cast<LayerAdapter>(module)) {
+        for (const auto& parameter : module->parameters())
+          adapter_parameters.insert(parameter.unsafeGetTensorImpl());
+      }
+    }
+    for (auto& parameter : root.parameters()) {
+      if (!adapter_parameters.count(parameter.unsafeGetTensorImpl()))
+        parameter.set_requires_grad(false);
+    }
   }
 
   static void freeze(const LoraModuleEntry& entry) {

@@ -60,9 +60,13 @@ struct RunOptions {
   std::function<void(const logs::RankHistory&)> on_restart;
   /// The trainer's own tensors to save with each state (its data-order state, say).
   std::function<std::map<std::string, torch::Tensor>()> extra_state;
-  /// Called after each epoch (0-based epoch, global step) once its RESTART, if any, has run:
-  /// validation, samples, LoRA files. The scalars it returns are logged (metrics record
-  /// {"type": "epoch", ...} and TensorBoard tags "epoch/NAME").
+  /// Called after each epoch's last step (0-based epoch, global step) and before that
+  /// epoch's RESTART, if one is due: validation, samples, LoRA files see the factors as
+  /// trained, never freshly noised ones. hook().module_ranks() then are the ranks those
+  /// factors were trained at (the previous RESTART's K, R before the first): the ranks to
+  /// write a LoRA file with. The scalars it returns are logged in the epoch's metrics record
+  /// {"type": "epoch", ...} (written after the RESTART's record) and as TensorBoard tags
+  /// "epoch/NAME". The epoch's training state is saved after the RESTART.
   std::function<std::vector<std::pair<std::string, double>>(int, std::int64_t)> on_epoch_end;
   /// false on every process of a multi-process run but the one that writes (rank 0): no
   /// metrics, TensorBoard events, states or progress (on_restart and on_epoch_end still run).
@@ -276,10 +280,14 @@ class TrainingRun {
     return finish(summary, false);
   }
 
-  /// Saves a state now (a no-op when one exists for this step).
+  /// Saves a state now (a no-op when one exists for this step). Before run() it saves the
+  /// run's starting point (step 0 of a fresh run, after opening its metrics and TensorBoard
+  /// files, with the same checks on a used output folder as run()).
+  /// @throws Error for an output folder a fresh run may not use, or a failed write.
   void save() {
     if (!options_.writes_files)
       return;
+    open_files();
     const std::filesystem::path folder =
         state_directory() / state_folder_name(position_.global_step);
     if (std::filesystem::exists(folder))
@@ -309,7 +317,6 @@ class TrainingRun {
   }
 
   void open_logs() {
-    namespace fs = std::filesystem;
     history_ = logs::RankHistory{};
     for (const auto& entry : network_->modules()) {
       history_.modules.push_back(entry.name);
@@ -318,6 +325,13 @@ class TrainingRun {
     for (const auto& [epoch, ranks] : position_.rank_history)
       history_.restarts.push_back(logs::RestartColumn{epoch, ranks});
     history_.epoch_losses = position_.epoch_losses;
+    open_files();
+  }
+
+  // Opens metrics.jsonl and the TensorBoard file once (the first save() or run()); a fresh
+  // run refuses a used output folder, a resumed one cuts the files back to its state.
+  void open_files() {
+    namespace fs = std::filesystem;
     if (metrics_ || !options_.writes_files)
       return;
     fs::create_directories(options_.output);
@@ -348,6 +362,10 @@ class TrainingRun {
     history_.epoch_losses.emplace_back(p.epoch, mean);
     if (events_)
       events_->add_scalars(p.global_step, {{"epoch/loss", mean}});
+    // The trainer's end of the epoch comes before the RESTART rewrites the factors.
+    std::vector<std::pair<std::string, double>> epoch_scalars;
+    if (options_.on_epoch_end)
+      epoch_scalars = options_.on_epoch_end(p.epoch, p.global_step);
     try {
       if (auto outcome = hook_.end_epoch(p.epoch, mean)) {
         if (metrics_)
@@ -396,11 +414,9 @@ class TrainingRun {
     record["step"] = p.global_step;
     record["loss"] = mean;
     std::vector<logs::Scalar> scalars;
-    if (options_.on_epoch_end) {
-      for (const auto& [name, value] : options_.on_epoch_end(p.epoch, p.global_step)) {
-        record[name] = value;
-        scalars.push_back({"epoch/" + name, value});
-      }
+    for (const auto& [name, value] : epoch_scalars) {
+      record[name] = value;
+      scalars.push_back({"epoch/" + name, value});
     }
     if (metrics_)
       metrics_->write(record);

@@ -224,6 +224,36 @@ inline std::vector<std::pair<std::string, at::Generator>> generators() {
   return out;
 }
 
+// The saved generator states of `rng` (rng.safetensors, one tensor per generator name)
+// paired with the generators `present` now (name, generator), checked and ready to apply.
+// The CPU generator's state must be saved. A CUDA generator is restored when the state holds
+// one for its device; a visible device without a saved state keeps its generator as it is,
+// and a saved device not visible now is skipped (a resume with another number of GPUs).
+// @throws Error when the CPU state is missing or a saved state has another layout than
+// its generator's.
+inline std::vector<std::pair<at::Generator, torch::Tensor>> saved_generator_states(
+    const safetensors::Reader& rng,
+    const std::vector<std::pair<std::string, at::Generator>>& present, const std::string& where) {
+  if (!rng.contains("cpu"))
+    throw Error(where + "/rng.safetensors: no state for the generator 'cpu'");
+  std::vector<std::pair<at::Generator, torch::Tensor>> out;
+  for (const auto& [name, generator] : present) {
+    if (!rng.contains(name))
+      continue;
+    torch::Tensor state = tensor_from(rng.tensor(name));
+    torch::Tensor now;
+    {
+      at::Generator current = generator;
+      std::lock_guard<std::mutex> lock(current.mutex());
+      now = current.get_state();
+    }
+    if (state.sizes() != now.sizes() || state.scalar_type() != now.scalar_type())
+      throw Error(where + "/rng.safetensors: the state of '" + name + "' has another layout");
+    out.emplace_back(generator, std::move(state));
+  }
+  return out;
+}
+
 inline std::string state_file_label(const std::filesystem::path& folder, const char* file) {
   return (folder / file).string();
 }
@@ -308,7 +338,11 @@ inline void save_state(const std::filesystem::path& folder, const LoraNetwork& n
 
 /// Reads, checks and applies the state in `folder`: the factors are copied into the
 /// network's parameters, the optimizer state and learning rates replaced, the generators
-/// restored. Nothing changes unless every check passes.
+/// restored: the CPU generator, and each CUDA device's that is visible now and was saved
+/// (a resume with fewer or more visible GPUs restores those it has and leaves the others;
+/// a trainer whose draws must not depend on the device count reseeds the CUDA generators
+/// itself, as the SDXL trainer does per micro-batch). Nothing changes unless every check
+/// passes.
 /// @param folder a state folder (state-*)  @param network the run's LoRAs (same modules,
 /// ranks and dtypes as saved)  @param optimizer the run's optimizer over those factors
 /// @param expected_options the run's options; the saved ones must be equal
@@ -433,20 +467,8 @@ inline LoadedState load_state(const std::filesystem::path& folder, LoraNetwork& 
                   std::to_string(optimizer.param_groups().size()));
     // Generators.
     const safetensors::Reader rng = open("rng.safetensors");
-    std::vector<std::pair<at::Generator, torch::Tensor>> generator_states;
-    for (auto& [name, generator] : detail::generators()) {
-      if (!rng.contains(name))
-        throw Error(where + "/rng.safetensors: no state for the generator '" + name + "'");
-      torch::Tensor state = tensor_from(rng.tensor(name));
-      torch::Tensor now;
-      {
-        std::lock_guard<std::mutex> lock(generator.mutex());
-        now = generator.get_state();
-      }
-      if (state.sizes() != now.sizes() || state.scalar_type() != now.scalar_type())
-        throw Error(where + "/rng.safetensors: the state of '" + name + "' has another layout");
-      generator_states.emplace_back(generator, std::move(state));
-    }
+    std::vector<std::pair<at::Generator, torch::Tensor>> generator_states =
+        detail::saved_generator_states(rng, detail::generators(), where);
     const safetensors::Reader extra = open("extra.safetensors");
     for (const auto& view : extra.tensors())
       loaded.extra[view.name] = tensor_from(view);

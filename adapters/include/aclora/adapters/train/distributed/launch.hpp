@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "aclora/adapters/train/network.hpp"
+#include "aclora/adapters/train/error.hpp"
 
 namespace aclora::train::distributed {
 

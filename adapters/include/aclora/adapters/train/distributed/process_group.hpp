@@ -34,6 +34,7 @@
 #endif
 
 #include "aclora/adapters/train/distributed/launch.hpp"
+#include "aclora/adapters/train/error.hpp"
 
 namespace aclora::train::distributed {
 
