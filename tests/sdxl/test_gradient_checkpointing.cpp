@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "reference_fixtures.hpp"
+#include "sdxl/autocast.hpp"
+#include "sdxl/blocks.hpp"
 #include "sdxl/checkpoint.hpp"
 #include "sdxl/scheduler.hpp"
 #include "sdxl/training_step.hpp"
@@ -193,4 +195,41 @@ TEST(GradientCheckpointing, ReplaysDropoutMasksOnCuda) {
   if (!torch::cuda::is_available())
     GTEST_SKIP() << "no CUDA device";
   expect_checkpointing_changes_nothing(torch::Device(torch::kCUDA, 0));
+}
+
+// One checkpointed function with a dropout and a matrix product, run under CPU bf16 autocast:
+// the recompute replays both the mask and the autocast state (the product in bf16), so the
+// output and the gradients of both inputs equal those without checkpointing bit for bit (a
+// single block has no skip connection whose summation order could differ), and the CPU
+// generator ends where it does without checkpointing.
+TEST(GradientCheckpointing, ReplaysAutocastAndDropoutOfOneBlock) {
+  const auto block = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return torch::mm(torch::dropout(a, kDropout, /*train=*/true), b);
+  };
+  torch::manual_seed(kSeed);
+  const torch::Tensor a_values = torch::randn({8, 16});
+  const torch::Tensor b_values = torch::randn({16, 4});
+  const torch::Tensor output_gradient = torch::randn({8, 4});
+  struct Result {
+    torch::Tensor output, a_grad, b_grad, generator;
+  };
+  const auto run = [&](bool checkpointing) {
+    torch::Tensor a = a_values.clone().requires_grad_(true);
+    torch::Tensor b = b_values.clone().requires_grad_(true);
+    torch::manual_seed(kSeed);
+    torch::Tensor output;
+    {
+      sdxl::AutocastScope autocast(sdxl::AutocastState::on(/*cuda=*/false, torch::kBFloat16));
+      output = checkpointing ? sdxl::checkpointed(block, a, b) : block(a, b);
+    }
+    output.backward(output_gradient.to(output.scalar_type()));
+    return Result{output.detach(), a.grad(), b.grad(), generator_state(torch::kCPU)};
+  };
+  const Result plain = run(false);
+  const Result checkpointed = run(true);
+  ASSERT_EQ(plain.output.scalar_type(), torch::kBFloat16);  // autocast ran the product
+  EXPECT_TRUE(torch::equal(checkpointed.output, plain.output));
+  EXPECT_TRUE(torch::equal(checkpointed.a_grad, plain.a_grad));
+  EXPECT_TRUE(torch::equal(checkpointed.b_grad, plain.b_grad));
+  EXPECT_TRUE(torch::equal(checkpointed.generator, plain.generator));
 }
