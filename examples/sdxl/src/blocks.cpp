@@ -4,13 +4,18 @@
 
 #include "sdxl/autocast.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 #include <torch/nn/init.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
 
 namespace sdxl {
 
@@ -144,39 +149,99 @@ namespace {
 
 using BlockFunction = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
 
-// Carries the block function through the autograd context (saved_data holds IValues).
-struct FunctionHolder : torch::CustomClassHolder {
-  explicit FunctionHolder(BlockFunction f) : fn(std::move(f)) {}
+// The states of the default generators a block draws from (LibTorch's CPU generator and the
+// CUDA generator of each device among its inputs), as PyTorch's checkpoint forks them.
+class GeneratorStates {
+ public:
+  GeneratorStates() = default;
+
+  // The current states of the CPU generator and of each CUDA device's among `inputs`.
+  static GeneratorStates of_inputs(const std::vector<torch::Tensor>& inputs) {
+    std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
+    std::vector<torch::Device> devices;
+    for (const auto& input : inputs) {
+      if (input.defined() && input.is_cuda() &&
+          std::find(devices.begin(), devices.end(), input.device()) == devices.end()) {
+        devices.push_back(input.device());
+        generators.push_back(at::globalContext().defaultGenerator(input.device()));
+      }
+    }
+    return of(std::move(generators));
+  }
+
+  // The current states of the generators these states are of.
+  GeneratorStates now() const {
+    std::vector<at::Generator> generators;
+    for (const auto& [generator, state] : states_)
+      generators.push_back(generator);
+    return of(std::move(generators));
+  }
+
+  // Puts every generator back into its state here.
+  void restore() const {
+    for (auto [generator, state] : states_) {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(state);
+    }
+  }
+
+ private:
+  static GeneratorStates of(std::vector<at::Generator> generators) {
+    GeneratorStates out;
+    for (auto& generator : generators) {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      torch::Tensor state = generator.get_state();
+      out.states_.emplace_back(std::move(generator), std::move(state));
+    }
+    return out;
+  }
+
+  std::vector<std::pair<at::Generator, torch::Tensor>> states_;
+};
+
+// Runs its scope with the generators in `recorded` states, then returns them to the states
+// they had before (so draws after the recompute are those a run without it makes).
+class ReplayedGenerators {
+ public:
+  explicit ReplayedGenerators(const GeneratorStates& recorded) : current_(recorded.now()) {
+    recorded.restore();
+  }
+  ~ReplayedGenerators() { current_.restore(); }
+  ReplayedGenerators(const ReplayedGenerators&) = delete;
+  ReplayedGenerators& operator=(const ReplayedGenerators&) = delete;
+
+ private:
+  GeneratorStates current_;
+};
+
+// What the recompute needs from the forward pass, carried through the autograd context
+// (saved_data holds IValues): the block function, and the autocast and generator states
+// the forward pass ran with.
+struct ForwardRecord : torch::CustomClassHolder {
+  explicit ForwardRecord(BlockFunction f) : fn(std::move(f)) {}
   BlockFunction fn;
+  AutocastState autocast{};
+  GeneratorStates generators;
 };
 
 class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx,
-                               const c10::intrusive_ptr<FunctionHolder>& holder,
+                               const c10::intrusive_ptr<ForwardRecord>& record,
                                const torch::Tensor& a, const torch::Tensor& b,
                                const torch::Tensor& /*anchor*/) {
-    ctx->saved_data["fn"] = c10::IValue::make_capsule(holder);
-    const AutocastState state = AutocastState::current();
-    ctx->saved_data["cpu_autocast"] = state.cpu_enabled;
-    ctx->saved_data["cpu_autocast_dtype"] = state.cpu_dtype;
-    ctx->saved_data["gpu_autocast"] = state.gpu_enabled;
-    ctx->saved_data["gpu_autocast_dtype"] = state.gpu_dtype;
+    record->autocast = AutocastState::current();
+    record->generators = GeneratorStates::of_inputs({a, b});
+    ctx->saved_data["record"] = c10::IValue::make_capsule(record);
     ctx->save_for_backward({a, b});
     torch::NoGradGuard no_grad;
-    return holder->fn(a, b);
+    return record->fn(a, b);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    auto holder =
-        c10::static_intrusive_pointer_cast<FunctionHolder>(ctx->saved_data["fn"].toCapsule());
-    AutocastState state{};
-    state.cpu_enabled = ctx->saved_data["cpu_autocast"].toBool();
-    state.cpu_dtype = ctx->saved_data["cpu_autocast_dtype"].toScalarType();
-    state.gpu_enabled = ctx->saved_data["gpu_autocast"].toBool();
-    state.gpu_dtype = ctx->saved_data["gpu_autocast_dtype"].toScalarType();
-
+    auto record =
+        c10::static_intrusive_pointer_cast<ForwardRecord>(ctx->saved_data["record"].toCapsule());
     const auto saved = ctx->get_saved_variables();
     auto prepare = [](const torch::Tensor& t) {
       return t.defined() ? t.detach().requires_grad_(t.requires_grad()) : t;
@@ -185,9 +250,11 @@ class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {
     torch::Tensor b = prepare(saved[1]);
     torch::Tensor output;
     {
+      // The forward pass again: same autocast, same random draws (dropout masks).
+      ReplayedGenerators replay(record->generators);
       torch::AutoGradMode grad_mode(true);
-      AutocastScope autocast(state);
-      output = holder->fn(a, b);
+      AutocastScope autocast(record->autocast);
+      output = record->fn(a, b);
     }
     // Accumulates into the parameters' .grad and into a.grad / b.grad.
     if (output.requires_grad()) {
@@ -210,7 +277,7 @@ torch::Tensor checkpointed(const BlockFunction& fn, const torch::Tensor& a,
   // The anchor requires grad so that the output does too even when a and b do
   // not: the parameters inside fn (e.g. LoRA factors) still need gradients.
   static thread_local const torch::Tensor anchor = torch::zeros({0}).requires_grad_(true);
-  return RecomputeFunction::apply(c10::make_intrusive<FunctionHolder>(fn), a, b, anchor);
+  return RecomputeFunction::apply(c10::make_intrusive<ForwardRecord>(fn), a, b, anchor);
 }
 
 // ---------------------------------------------------------------------- blocks

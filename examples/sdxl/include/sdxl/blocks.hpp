@@ -15,9 +15,17 @@ namespace sdxl {
 
 /// Runs fn(a, b) without keeping its intermediate activations: under grad
 /// mode, the forward pass runs without recording and the backward pass runs
-/// fn again (with the autocast state of the forward pass) to get gradients for
-/// a, b and every parameter fn uses. Without grad mode it is just fn(a, b).
-/// fn must be deterministic (no dropout) and must outlive the backward pass.
+/// fn again to get gradients for a, b and every parameter fn uses. Without
+/// grad mode it is just fn(a, b).
+///
+/// The recompute runs with the forward pass's autocast state and replays its
+/// random draws (dropout masks, as torch.utils.checkpoint does): the states of
+/// LibTorch's default CPU generator and of the default CUDA generator of each
+/// device among a and b are saved before the forward pass, set for the
+/// recompute, and afterwards put back to what they were, so draws after the
+/// backward pass are those of a run without checkpointing. fn must draw only
+/// from those generators, otherwise be deterministic, and outlive the backward
+/// pass.
 torch::Tensor checkpointed(
     const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& fn,
     const torch::Tensor& a, const torch::Tensor& b);
