@@ -200,7 +200,8 @@ while time.time() < end:  # accepts, never answers; ends by itself
         pass
 ' "$silent" &
 pids+=($!)
-for _ in $(seq 100); do [[ -s $silent ]] && break; sleep 0.1; done
+for _ in $(seq 300); do [[ -s $silent ]] && break; sleep 0.1; done
+[[ -s $silent ]] || { echo "the silent store did not start" >&2; exit 1; }
 status=0
 WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(cat "$silent") \
   TORCHELASTIC_USE_AGENT_STORE=True "$exe" train "${args[@]}" -o "$work/silent" \
