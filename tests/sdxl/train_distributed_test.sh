@@ -211,4 +211,5 @@ cat "$work/silent.log"
 grep -q "rank 1 of 2: the rendezvous store at 127.0.0.1:.* (served by torchrun's agent) accepted the connection but did not answer within 3 s" "$work/silent.log"
 grep -q "Launch with the torchrun of PyTorch" "$work/silent.log"
 [[ ! -e $work/silent/lora.safetensors ]]
+kill "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true  # the store, quietly
 echo "a store of another protocol: stopped after the timeout, the launcher named"

@@ -114,7 +114,8 @@ std::string join(const Launch& launch, std::chrono::milliseconds timeout,
   std::future<std::string> result = outcome->get_future();
   std::thread([outcome, launch, timeout] {
     try {
-      ProcessGroup group(launch, torch::kCPU, timeout);
+      // Left before the answer: the caller may then end the store this group uses.
+      { ProcessGroup group(launch, torch::kCPU, timeout); }
       outcome->set_value("joined");
     } catch (const DistributedError& error) {
       outcome->set_value(error.what());
