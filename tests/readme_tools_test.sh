@@ -26,7 +26,11 @@ for path in "${paths[@]}"; do
   fi
   file=$build/${path#build/}
   if [[ ! -x $file ]]; then
-    echo "FAILED: $path: no executable at $file (this build made $tool at ${built[$tool]})" >&2
+    if [[ ${built[$tool]} == "$file" ]]; then
+      echo "FAILED: $path: $tool is not built yet (cmake --build $build --target $tool)" >&2
+    else
+      echo "FAILED: $path: no executable there; this build makes $tool at ${built[$tool]}" >&2
+    fi
     failed=1
     continue
   fi
