@@ -12,6 +12,8 @@
 #  3. A rank killed with SIGKILL stops the other with an error naming it, well within the
 #     collective timeout; a rank that fails names its error in the other's.
 #  4. A bad launch environment is an error naming the variable.
+#  5. A store that accepts the connection and never answers (as torchrun of another PyTorch
+#     version serves) stops the process with status 1 after --ddp-timeout, naming the launcher.
 #   train_distributed_test.sh ACLORA_SDXL_EXECUTABLE FIXTURES_DIR
 set -euo pipefail
 exe=$1
@@ -178,3 +180,36 @@ expect_launch_error "MASTER_ADDR is not set" WORLD_SIZE=2 RANK=0 MASTER_PORT=1
 expect_launch_error "RANK is '2', not an integer in \[0, 1\]" WORLD_SIZE=2 RANK=2 \
   MASTER_ADDR=127.0.0.1 MASTER_PORT=1
 echo "launch errors: named"
+
+# 5. A silent store at MASTER_PORT, served "by torchrun's agent": status 1 after --ddp-timeout
+# (3 s), the launcher named, no output file.
+silent=$work/silent_store.port
+python3 -c '
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(16)
+open(sys.argv[1], "w").write(str(server.getsockname()[1]))
+connections = []
+end = time.time() + 300
+while time.time() < end:  # accepts, never answers; ends by itself
+    server.settimeout(max(0.1, end - time.time()))
+    try:
+        connections.append(server.accept()[0])
+    except socket.timeout:
+        pass
+' "$silent" &
+pids+=($!)
+for _ in $(seq 300); do [[ -s $silent ]] && break; sleep 0.1; done
+[[ -s $silent ]] || { echo "the silent store did not start" >&2; exit 1; }
+status=0
+WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(cat "$silent") \
+  TORCHELASTIC_USE_AGENT_STORE=True "$exe" train "${args[@]}" -o "$work/silent" \
+  --ddp-timeout 0.05 2>"$work/silent.log" || status=$?
+cat "$work/silent.log"
+[[ $status -eq 1 ]] || { echo "status $status, not 1" >&2; exit 1; }
+grep -q "rank 1 of 2: the rendezvous store at 127.0.0.1:.* (served by torchrun's agent) accepted the connection but did not answer within 3 s" "$work/silent.log"
+grep -q "Launch with the torchrun of PyTorch" "$work/silent.log"
+[[ ! -e $work/silent/lora.safetensors ]]
+kill "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true  # the store, quietly
+echo "a store of another protocol: stopped after the timeout, the launcher named"
