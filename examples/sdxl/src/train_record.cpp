@@ -124,9 +124,6 @@ Value state_options(const TrainOptions& o, const TrainingInputs& inputs) {
   Value optimizer = aclora::json::Object{};
   optimizer["weight_decay"] = o.weight_decay;
   optimizer["max_grad_norm"] = o.max_grad_norm;
-  // Micro-batches per optimizer step over all processes: a state resumes with another number
-  // of processes when the global batch stays the same (same batches, same steps).
-  optimizer["batches_per_step"] = o.grad_accum * inputs.world_size;  // --grad-accum x processes
 
   Value loss = aclora::json::Object{};
   loss["prediction"] = o.loss.target == PredictionTarget::v ? "v" : "epsilon";
@@ -141,6 +138,9 @@ Value state_options(const TrainOptions& o, const TrainingInputs& inputs) {
   precision["gradient_checkpointing"] = o.gradient_checkpointing;
 
   Value out = aclora::json::Object{};
+  // Micro-batches per optimizer step over all processes: a state resumes with another number
+  // of processes when the global batch stays the same (same batches, same steps).
+  out["batches_per_step"] = o.grad_accum * inputs.world_size;  // --grad-accum x processes
   out["model"] = std::move(model);
   out["data"] = std::move(data);
   out["lora"] = std::move(lora);
