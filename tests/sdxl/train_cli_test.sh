@@ -104,6 +104,33 @@ if [[ $got -ne 1 ]] || ! tail -1 "$work/odd.log" | grep -q "error: .*multiple of
 fi
 echo "status 1: $(tail -1 "$work/odd.log")"
 
+# --restart-loss, one process per run: with --min-snr-gamma the default logs the loss trained
+# on (min-SNR weighted), and the RESTART's L is the mean of the logged step losses; unweighted
+# logs the plain MSE (what a run without min-SNR logs at its first step, where factors and
+# draws are the same; to the rounding of two fp32 summation orders) while it trains the same
+# way, so each of its step losses is >= the weighted one, and some are larger.
+for kind in weighted unweighted; do
+  "$exe" train --model "$model" --data "$fixtures/sdxl/train_data" -o "$work/loss_$kind" \
+    "${small[@]}" --epochs 1 --no-save-state --min-snr-gamma 5 --restart-loss "$kind" 2>/dev/null
+done
+"$exe" train --model "$model" --data "$fixtures/sdxl/train_data" -o "$work/loss_plain" \
+  "${small[@]}" --epochs 1 --no-save-state 2>/dev/null
+step_losses() { grep '"type":"step"' "$1/metrics.jsonl" | sed 's/.*"loss":\([^,}]*\).*/\1/'; }
+restart_l() { grep '"type":"restart"' "$1/metrics.jsonl" | sed 's/.*"L":\([^,}]*\).*/\1/'; }
+for kind in weighted unweighted; do
+  step_losses "$work/loss_$kind" | awk -v l="$(restart_l "$work/loss_$kind")" \
+    '{ s += $1; n++ } END { d = l - s / n; if (n != 8 || d * d > (1e-12 * l) ^ 2) exit 1 }' ||
+    { echo "--restart-loss $kind: L is not the mean of the step losses" >&2; exit 1; }
+done
+paste <(step_losses "$work/loss_weighted") <(step_losses "$work/loss_unweighted") |
+  awk '{ if ($1 > $2 * (1 + 1e-6)) bad = 1; if ($1 < $2 * (1 - 1e-3)) lower++ }
+       END { exit (bad || lower == 0) }' ||
+  { echo "--restart-loss: the unweighted losses are not the plain MSE >= the weighted" >&2; exit 1; }
+paste <(step_losses "$work/loss_unweighted" | head -1) <(step_losses "$work/loss_plain" | head -1) |
+  awk '{ d = $1 - $2; if (d * d > (16 * 2 ^ -24 * $2) ^ 2) exit 1 }' ||
+  { echo "--restart-loss unweighted: the first step is not the plain MSE" >&2; exit 1; }
+echo "train --restart-loss: weighted L $(restart_l "$work/loss_weighted"), unweighted L $(restart_l "$work/loss_unweighted")"
+
 # One line on stderr, exit status $1, no LoRA file.
 expect_failure() {  # expect_failure STATUS PATTERN ARGS...
   local status=$1 pattern=$2
