@@ -62,6 +62,30 @@ std::string error_of(const std::function<void()>& action) {
 
 }  // namespace
 
+// A caption file's caption is its first line only (sd-scripts): later lines (notes, a second
+// caption) are not trained, whichever of \n, \r\n or \r ends the line.
+TEST(Dataset, CaptionIsTheFirstLineOfTheFile) {
+  const aclora::test::ScratchDir scratch;
+  const fs::path root = scratch / "data";
+  const std::map<std::string, std::string> files = {{"a", " red, square \nnotes: not a caption\n"},
+                                                    {"b", "blue photo\r\nsecond line"},
+                                                    {"c", "old mac\rline"},
+                                                    {"d", "one line, no newline"}};
+  for (const auto& [stem, text] : files) {
+    fs::create_directories(root);
+    fs::copy_file(images() / "rgb.png", root / (stem + ".png"));
+    write(root / (stem + ".txt"), text);
+  }
+  std::map<std::string, std::string> captions;
+  for (const auto& image : sdxl::scan_dataset(sdxl::folder_dataset(root, small_defaults()),
+                                              sdxl::MissingCaption::error))
+    captions[image.path.stem().string()] = image.caption;
+  EXPECT_EQ(captions, (std::map<std::string, std::string>{{"a", "red, square"},
+                                                          {"b", "blue photo"},
+                                                          {"c", "old mac"},
+                                                          {"d", "one line, no newline"}}));
+}
+
 // N_name sub-folders are subsets repeated N times; captions come from same-stem .txt files
 // (trimmed); files that are not images are ignored; every image gets a bucket.
 TEST(Dataset, FolderLayoutCaptionsAndRepeats) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -32,6 +33,24 @@ using aclora::json::Value;
 
 std::vector<Value> records(const fs::path& path) {
   return aclora::test::metrics_records(path);
+}
+
+// A LoRA file's metadata without the run's dates (a resumed run has its own).
+std::map<std::string, std::string> metadata_of(const fs::path& path) {
+  auto metadata = aclora::safetensors::Reader::open(path).metadata();
+  metadata.erase("ss_training_started_at");
+  metadata.erase("ss_training_finished_at");
+  return metadata;
+}
+
+// The LoRA tensors of a kohya file, by name (the metadata holds dates and differs).
+std::map<std::string, std::string> tensors_of(const fs::path& path) {
+  const auto reader = aclora::safetensors::Reader::open(path);
+  std::map<std::string, std::string> out;
+  for (const auto& view : reader.tensors())
+    out[view.name] =
+        std::string(reinterpret_cast<const char*>(view.bytes.data()), view.bytes.size());
+  return out;
 }
 
 }  // namespace
@@ -79,11 +98,15 @@ TEST(Trainer, ShortRunRestartsAndExportsAtTheChosenRanks) {
   EXPECT_TRUE(fs::exists(scratch / "ranks.png"));
   EXPECT_FALSE(fs::is_empty(scratch / "tensorboard"));
 
+  const auto tensors = tensors_of(result.lora);
+  const auto metadata = metadata_of(result.lora);
   auto again = options;
   again.resume = true;
   const auto resumed = sdxl::train(again, [](const std::string&) {});
   EXPECT_EQ(resumed.steps, result.steps);
   EXPECT_EQ(resumed.ranks, result.ranks);
+  EXPECT_TRUE(tensors_of(resumed.lora) == tensors) << "the resumed run's LoRA tensors differ";
+  EXPECT_EQ(metadata_of(resumed.lora), metadata);
 }
 
 // The caches: a second run reuses every latent and caption; a changed image is encoded again.
@@ -123,16 +146,6 @@ pid_t start_child(const std::vector<std::string>& arguments) {
   return aclora::test::start_child(ACLORA_TRAIN_CHILD, arguments, /*quiet=*/true);
 }
 
-// The LoRA tensors of a kohya file, by name (the metadata holds dates and differs).
-std::map<std::string, std::string> tensors_of(const fs::path& path) {
-  const auto reader = aclora::safetensors::Reader::open(path);
-  std::map<std::string, std::string> out;
-  for (const auto& view : reader.tensors())
-    out[view.name] =
-        std::string(reinterpret_cast<const char*>(view.bytes.data()), view.bytes.size());
-  return out;
-}
-
 }  // namespace
 
 // A run killed with SIGKILL after its first epoch's state was saved (somewhere in epoch 2)
@@ -164,4 +177,164 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
   };
   EXPECT_EQ(without_timings(scratch / "killed" / "metrics.jsonl"),
             without_timings(scratch / "straight" / "metrics.jsonl"));
+}
+
+namespace {
+
+// Every file under `folder` with a checksum of its bytes (folders as "dir"): equal snapshots
+// mean nothing was written, removed or changed.
+std::map<std::string, std::string> snapshot(const fs::path& folder) {
+  std::map<std::string, std::string> out;
+  for (const auto& entry : fs::recursive_directory_iterator(folder)) {
+    const std::string name = fs::relative(entry.path(), folder).string();
+    if (entry.is_directory()) {
+      out[name] = "dir";
+    } else {
+      std::ifstream in(entry.path(), std::ios::binary);
+      const std::string bytes{std::istreambuf_iterator<char>(in), {}};
+      out[name] =
+          std::to_string(bytes.size()) + ":" + std::to_string(std::hash<std::string>{}(bytes));
+    }
+  }
+  return out;
+}
+
+// A finished one-epoch run (RESTART after it) of a copy of the tiny model on a copy of the
+// training data, made once; each test resumes its own copy of all three.
+class TrainerResume : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    base_ = new aclora::test::ScratchDir();
+    fs::copy(sdxl_test::sdxl_fixtures() / "tiny-sdxl", *base_ / "model",
+             fs::copy_options::recursive);
+    fs::copy(sdxl_test::sdxl_fixtures() / "train_data", *base_ / "data",
+             fs::copy_options::recursive);
+    sdxl::train(options_in(base_->path()), [](const std::string&) {});
+  }
+  static void TearDownTestSuite() {
+    delete base_;
+    base_ = nullptr;
+  }
+
+  // The base run's options with model, data and output in `root`.
+  static sdxl::TrainOptions options_in(const fs::path& root) {
+    auto options = sdxl_test::tiny_train_options(root / "run");
+    options.model = root / "model";
+    options.data = root / "data";
+    options.validation_dir.reset();
+    options.epochs = 1;
+    return options;
+  }
+
+  void SetUp() override { fs::copy(base_->path(), scratch_.path(), fs::copy_options::recursive); }
+
+  // The options to resume this test's copy with.
+  sdxl::TrainOptions resume_options() const {
+    auto options = options_in(scratch_.path());
+    options.resume = true;
+    options.data_defaults.subsets.resize(1);  // the subset defaults, as the command line has
+    return options;
+  }
+
+  // Resuming with `options` is refused with an error that holds `expected` (the dotted key and
+  // both values), and nothing in the run folder, the model or the data changed.
+  void expect_refused(const sdxl::TrainOptions& options, const std::string& expected) const {
+    const auto before = snapshot(scratch_.path());
+    try {
+      sdxl::train(options, [](const std::string&) {});
+      ADD_FAILURE() << "the resume was accepted; expected an error with " << expected;
+    } catch (const aclora::train::Error& error) {
+      EXPECT_NE(std::string(error.what()).find(expected), std::string::npos) << error.what();
+    }
+    EXPECT_EQ(snapshot(scratch_.path()), before) << "a refused resume changed files";
+  }
+
+  static aclora::test::ScratchDir* base_;
+  aclora::test::ScratchDir scratch_;
+};
+
+aclora::test::ScratchDir* TrainerResume::base_ = nullptr;
+
+}  // namespace
+
+TEST_F(TrainerResume, RefusesAnotherBatchSize) {
+  auto options = resume_options();
+  options.data_defaults.batch_size = 2;
+  expect_refused(options, "trainer.data.datasets.0.batch_size (state: 4, now: 2)");
+}
+
+TEST_F(TrainerResume, RefusesAnotherResolutionOrBucketSetting) {
+  auto options = resume_options();
+  options.data_defaults.buckets.resolution_width = 64;
+  options.data_defaults.buckets.resolution_height = 64;
+  expect_refused(options, "trainer.data.datasets.0.buckets.resolution_width (state: 32, now: 64)");
+  options = resume_options();
+  options.data_defaults.buckets.max_bucket_reso = 128;
+  expect_refused(options, "trainer.data.datasets.0.buckets.max_bucket_reso (state: 64, now: 128)");
+}
+
+TEST_F(TrainerResume, RefusesAnotherPredictionTarget) {
+  auto options = resume_options();
+  options.prediction = sdxl::PredictionTarget::v;  // the model's scheduler says epsilon
+  expect_refused(options, "trainer.loss.prediction (state: \"epsilon\", now: \"v\")");
+}
+
+TEST_F(TrainerResume, RefusesOtherCaptionOptions) {
+  auto options = resume_options();
+  options.data_defaults.subsets[0].shuffle_caption = true;
+  expect_refused(options,
+                 "trainer.data.datasets.0.subsets.0.shuffle_caption (state: false, now: true)");
+  options = resume_options();
+  options.data_defaults.subsets[0].keep_tokens = 1;
+  expect_refused(options, "trainer.data.datasets.0.subsets.0.keep_tokens (state: 0, now: 1)");
+  options = resume_options();
+  options.data_defaults.subsets[0].caption_dropout_rate = 0.5;
+  expect_refused(options, "trainer.data.datasets.0.subsets.0.caption_dropout_rate (state: 0");
+  // A caption file's first line is the caption: another first line is another training.
+  std::ofstream(scratch_ / "data" / "4_shapes" / "00_red_circle.txt") << "a blue circle\n";
+  expect_refused(resume_options(),
+                 "trainer.data.datasets.0.subsets.0.images.00_red_circle.png.caption");
+}
+
+// The same data through a dataset TOML resumes the folder run (settings are compared, not how
+// they were given); another subset setting in the TOML is refused.
+TEST_F(TrainerResume, ComparesTheDatasetTomlSettings) {
+  const auto toml = [&](const std::string& extra) {
+    std::ofstream(scratch_ / "set.toml")
+        << "[[datasets]]\n\n  [[datasets.subsets]]\n  image_dir = \"data/4_shapes\"\n"
+        << "  num_repeats = 4\n"
+        << extra;
+    auto options = resume_options();
+    options.data.reset();
+    options.dataset_config = scratch_ / "set.toml";
+    return options;
+  };
+  expect_refused(toml("  caption_dropout_rate = 0.25\n"),
+                 "trainer.data.datasets.0.subsets.0.caption_dropout_rate (state: 0");
+  const auto resumed = sdxl::train(toml(""), [](const std::string&) {});
+  EXPECT_EQ(resumed.steps, 8);
+}
+
+// The model is compared by the bytes of its weight files: changed at the same path, refused.
+TEST_F(TrainerResume, RefusesAModelChangedAtTheSamePath) {
+  const fs::path weights = scratch_ / "model" / "unet" / "diffusion_pytorch_model.safetensors";
+  {
+    std::fstream file(weights, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(file.get());
+    file.seekp(-1, std::ios::end);
+    file.put(static_cast<char>(last ^ 1));  // the lowest bit of the last value's top byte
+  }
+  expect_refused(resume_options(), "trainer.model.weights (state: \"");
+}
+
+// ... and the same bytes through another path (a copy elsewhere, a relative path) resume.
+TEST_F(TrainerResume, AcceptsTheSameModelThroughAnotherPath) {
+  fs::create_directories(scratch_ / "elsewhere");
+  fs::copy(scratch_ / "model", scratch_ / "elsewhere" / "model", fs::copy_options::recursive);
+  auto options = resume_options();
+  options.model = scratch_ / "elsewhere" / "model";
+  EXPECT_EQ(sdxl::train(options, [](const std::string&) {}).steps, 8);
+  options.model = fs::relative(scratch_ / "model");
+  EXPECT_EQ(sdxl::train(options, [](const std::string&) {}).steps, 8);
 }

@@ -7,6 +7,7 @@
 #include <aclora/adapters/train/network.hpp>
 #include <aclora/adapters/train/tensor_io.hpp>
 
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -120,4 +121,42 @@ TEST(LossScaler, ScalesUnscalesAndRoundTripsItsState) {
   backward_with(std::numeric_limits<float>::infinity());
   EXPECT_TRUE(disabled.unscale({parameter}));
   EXPECT_EQ(disabled.scale(torch::tensor(2.0)).item<double>(), 2.0);
+}
+
+// diffusion_losses: `weighted` is diffusion_loss's value; `unweighted` is the plain MSE of the
+// same prediction (diffusion_loss without min-SNR), for epsilon and v; without min-SNR both are
+// the same number.
+TEST(TrainingStep, LossesGiveTheWeightedAndThePlainMse) {
+  const auto fixture =
+      aclora::safetensors::Reader::open(sdxl_test::sdxl_fixtures() / "train_step.safetensors");
+  const auto tensor = [&](const std::string& name) {
+    return aclora::train::tensor_from(fixture.tensor(name));
+  };
+  sdxl::SdxlModels models = sdxl::load_sdxl(sdxl_test::sdxl_fixtures() / "tiny-sdxl");
+  const sdxl::TrainBatch batch{tensor("batch.latents"), tensor("batch.context"),
+                               tensor("batch.pooled"), tensor("batch.time_ids")};
+  const sdxl::StepDraws draws{tensor("batch.noise"), tensor("batch.timesteps")};
+  const torch::Tensor abar =
+      sdxl::alphas_cumprod_on(sdxl::NoiseSchedule{}.alphas_cumprod(), torch::kCPU);
+  torch::NoGradGuard no_grad;
+  for (const auto target : {sdxl::PredictionTarget::epsilon, sdxl::PredictionTarget::v}) {
+    sdxl::LossOptions plain;
+    plain.target = target;
+    sdxl::LossOptions weighted = plain;
+    weighted.min_snr_gamma = 5.0;
+    const double mse = sdxl::diffusion_loss(models.unet, batch, draws, abar, plain).item<double>();
+    const sdxl::DiffusionLosses with_snr =
+        sdxl::diffusion_losses(models.unet, batch, draws, abar, weighted);
+    EXPECT_EQ(with_snr.weighted.item<double>(),
+              sdxl::diffusion_loss(models.unet, batch, draws, abar, weighted).item<double>());
+    // One fp32 mean over all elements against the mean of per-sample means: the rounding of
+    // two fp32 summation orders (2 x log2(elements) units of 2^-24).
+    const double rounding = 2 * std::log2(static_cast<double>(batch.latents.numel())) * 0x1p-24;
+    EXPECT_NEAR(with_snr.unweighted.item<double>(), mse, rounding * mse);
+    EXPECT_NE(with_snr.weighted.item<double>(), with_snr.unweighted.item<double>());
+    const sdxl::DiffusionLosses without =
+        sdxl::diffusion_losses(models.unet, batch, draws, abar, plain);
+    EXPECT_EQ(without.weighted.item<double>(), mse);
+    EXPECT_EQ(without.unweighted.item<double>(), mse);
+  }
 }

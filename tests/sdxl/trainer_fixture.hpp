@@ -28,7 +28,7 @@ inline sdxl::TrainOptions tiny_train_options(const std::filesystem::path& output
   options.epochs = 4;
   options.restart_every = 2;
   options.seed = 5;
-  options.save_precision = "fp32";
+  options.save_precision = sdxl::SavePrecision::fp32;
   options.progress = false;
   return options;
 }

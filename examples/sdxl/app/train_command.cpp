@@ -9,6 +9,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "aclora_cli.hpp"
 
@@ -146,11 +147,11 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
   // The LoRA and AC-LoRA.
   const char* lora_group = "LoRA and AC-LoRA";
   group(train
-            ->add_option("--targets", o.targets,
+            ->add_option("--targets", args.targets,
                          "UNet modules: attn (560), linear (722, kohya's default) or "
                          "linear+conv (with 3x3 convolutions)")
             ->type_name("SET")
-            ->check(CLI::IsMember({"attn", "linear", "linear+conv"})),
+            ->check(CLI::IsMember(sdxl::names_of<sdxl::UnetTargets>())),
         lora_group);
   group(cli::add_whole(*train, "--rank", o.rank,
                        "R: the largest rank; AC-LoRA chooses K <= R per module (default 64)", 1),
@@ -180,10 +181,10 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
       cli::add_real(*train, "--weight-decay", o.weight_decay, "AdamW weight decay (default 0.01)"),
       optim_group);
   group(train
-            ->add_option("--lr-scheduler", o.lr_scheduler,
+            ->add_option("--lr-scheduler", args.lr_scheduler,
                          "constant (default), constant_with_warmup, linear or cosine")
             ->type_name("NAME")
-            ->check(CLI::IsMember({"constant", "constant_with_warmup", "linear", "cosine"})),
+            ->check(CLI::IsMember(sdxl::names_of<aclora::train::LrScheduleKind>())),
         optim_group);
   group(cli::add_whole(*train, "--lr-warmup-steps", o.lr_warmup_steps,
                        "optimizer steps of linear warmup (default 0)"),
@@ -211,10 +212,18 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
                       "noise offset, 0.0357 is common (default 0: off)"),
         optim_group);
   group(train
-            ->add_option("--mixed-precision", o.mixed_precision,
+            ->add_option("--restart-loss", args.restart_loss,
+                         "the loss logged and read by the RESTART (its L): weighted (default: "
+                         "the loss trained on, min-SNR weighted with --min-snr-gamma) or "
+                         "unweighted (the plain MSE against the epsilon or v target)")
+            ->type_name("KIND")
+            ->check(CLI::IsMember(sdxl::names_of<sdxl::RestartLoss>())),
+        optim_group);
+  group(train
+            ->add_option("--mixed-precision", args.mixed_precision,
                          "no (default), bf16, or fp16 (CUDA; with loss scaling)")
             ->type_name("T")
-            ->check(CLI::IsMember({"no", "fp16", "bf16"})),
+            ->check(CLI::IsMember(sdxl::names_of<sdxl::MixedPrecision>())),
         optim_group);
   group(train->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
                         "recompute UNet blocks in the backward pass (less memory)"),
@@ -246,25 +255,31 @@ CLI::App* add_train_command(CLI::App& app, TrainArguments& args) {
   group(train->add_flag("--no-save-state", args.no_save_state,
                         "write no training states (then --resume has nothing to continue)"),
         output_group);
-  group(train->add_flag("--resume", o.resume,
-                        "continue from OUTPUT's newest training state (same options)"),
+  group(train
+            ->add_option("--resume", args.resume,
+                         "continue a training state bit for bit: OUTPUT's newest, or the state "
+                         "folder DIR (OUTPUT/state/state-*); refused when any setting that "
+                         "changes the result differs (each named)")
+            ->type_name("[DIR]")
+            ->expected(0, 1),
         output_group);
   group(train
-            ->add_option("--format", o.format,
+            ->add_option("--format", args.format,
                          "kohya (default: ComfyUI, A1111, diffusers), diffusers or peft")
             ->type_name("F")
-            ->check(CLI::IsMember({"kohya", "diffusers", "peft"})),
+            ->check(CLI::IsMember(sdxl::names_of<aclora::train::ExportFormat>())),
         output_group);
-  group(train->add_option("--save-precision", o.save_precision, "fp16 (default), bf16 or fp32")
+  group(train->add_option("--save-precision", args.save_precision, "fp16 (default), bf16 or fp32")
             ->type_name("T")
-            ->check(CLI::IsMember({"fp32", "fp16", "bf16"})),
+            ->check(CLI::IsMember(sdxl::names_of<sdxl::SavePrecision>())),
         output_group);
   group(train->add_flag("--no-progress", args.no_progress, "no progress bar on stderr"),
         output_group);
   train->footer(
       "AC-LoRA: every E epochs a RESTART keeps, per module, the leading singular components "
-      "holding a share p = 1 - L^alpha of the energy (L: the epoch's mean loss), truncates to "
-      "them and adds noise for what was removed. The final LoRA has each module's last rank K; "
+      "holding a share p = 1 - L^alpha of the energy (L: the mean of the epochs' mean training "
+      "losses since the previous RESTART, see --restart-loss), truncates to them and adds noise "
+      "for what was removed. The final LoRA has each module's last rank K; "
       "its metadata says ss_network_dim \"Dynamic\" and lists the ranks. Ctrl-C saves a state; "
       "--resume continues it bit for bit. Several processes: torchrun --no-python "
       "--nproc-per-node N aclora-sdxl train ... (data parallel; the global batch is N x "
@@ -282,6 +297,18 @@ int run_train(TrainArguments& args) {
   if (!args.prediction.empty())
     o.prediction =
         args.prediction == "v" ? sdxl::PredictionTarget::v : sdxl::PredictionTarget::epsilon;
+  const auto choice = [](auto& field, const std::string& name) {
+    field = *sdxl::choice_named<std::decay_t<decltype(field)>>(name);  // checked by CLI11
+  };
+  choice(o.targets, args.targets);
+  choice(o.mixed_precision, args.mixed_precision);
+  choice(o.lr_scheduler, args.lr_scheduler);
+  choice(o.format, args.format);
+  choice(o.save_precision, args.save_precision);
+  choice(o.restart_loss, args.restart_loss);
+  o.resume = args.resume.has_value();
+  if (args.resume && !args.resume->empty())
+    o.resume_from = *args.resume;
   o.save_state = !args.no_save_state;
   o.progress = !args.no_progress;
   if (o.device.rfind("cuda", 0) == 0 && !torch::cuda::is_available())
@@ -293,8 +320,8 @@ int run_train(TrainArguments& args) {
       std::fprintf(stderr, "%s\n", line.c_str());
       std::fflush(stderr);
     });
-  } catch (const std::invalid_argument& error) {
-    throw cli::UsageError(error.what());  // an option that contradicts another
+  } catch (const sdxl::TrainOptionError& error) {
+    throw cli::UsageError(error.what());  // an option out of range or contradicting another
   } catch (const c10::Error& error) {
     const std::string message = error.what_without_backtrace();
     if (message.find("out of memory") != std::string::npos)

@@ -129,6 +129,12 @@ std::string trimmed(std::string text) {
   return text;
 }
 
+// A caption file's caption: its first line, trimmed (sd-scripts reads only that line; the
+// rest of the file may hold notes). Lines end at \n, \r\n or \r, as in Python's text files.
+std::string caption_line(const std::string& text) {
+  return trimmed(text.substr(0, text.find_first_of("\r\n")));
+}
+
 std::vector<fs::path> images_in(const fs::path& folder) {
   std::vector<fs::path> images;
   for (const auto& item : fs::directory_iterator(folder)) {
@@ -279,7 +285,7 @@ std::vector<TrainImage> scan_dataset(const DataConfig& config, MissingCaption mi
           std::ifstream in(caption_file, std::ios::binary);
           if (!in)
             throw DatasetError(caption_file.string() + ": cannot read the caption");
-          image.caption = trimmed(std::string(std::istreambuf_iterator<char>(in), {}));
+          image.caption = caption_line(std::string(std::istreambuf_iterator<char>(in), {}));
         } else if (!subset.class_tokens.empty()) {
           image.caption = subset.class_tokens;
         } else if (missing == MissingCaption::error) {

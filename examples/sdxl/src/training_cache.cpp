@@ -17,11 +17,6 @@ namespace st = aclora::safetensors;
 constexpr const char* kKeyField = "aclora_cache_key";
 constexpr int kCacheVersion = 1;
 
-uint64_t file_checksum(const fs::path& path) {
-  const auto mapped = st::MappedFile::open(path);
-  return aclora::io::checksum(mapped.bytes());
-}
-
 // The stored tensors of `path` when its key equals `key`, else empty.
 std::map<std::string, torch::Tensor> read_entry(const fs::path& path, const std::string& key) {
   std::error_code error;
@@ -55,6 +50,11 @@ void write_entry(const fs::path& path, const std::string& key,
 }
 
 }  // namespace
+
+uint64_t file_checksum(const fs::path& path) {
+  const auto mapped = st::MappedFile::open(path);
+  return aclora::io::checksum(mapped.bytes());
+}
 
 uint64_t module_fingerprint(const torch::nn::Module& module) {
   uint64_t hash = aclora::io::checksum(std::string("aclora-module"));

@@ -23,8 +23,8 @@ StepDraws draw_step(const TrainBatch& batch, const LossOptions& options) {
   return draws;
 }
 
-torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
-                             const torch::Tensor& alphas_cumprod, const LossOptions& options) {
+DiffusionLosses diffusion_losses(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
+                                 const torch::Tensor& alphas_cumprod, const LossOptions& options) {
   const int64_t steps = alphas_cumprod.numel();
   if (alphas_cumprod.dim() != 1 || alphas_cumprod.scalar_type() != torch::kFloat32 ||
       alphas_cumprod.device() != batch.latents.device())
@@ -49,13 +49,20 @@ torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraw
   const torch::Tensor prediction =
       unet->forward(noisy.to(model_dtype), draws.timesteps.to(torch::kFloat32), batch.context,
                     AddedConditions{batch.pooled, batch.time_ids});
-  if (options.min_snr_gamma <= 0.0)
-    return torch::mse_loss(prediction.to(torch::kFloat32), target);
+  if (options.min_snr_gamma <= 0.0) {
+    const torch::Tensor loss = torch::mse_loss(prediction.to(torch::kFloat32), target);
+    return {loss, loss.detach()};
+  }
   const torch::Tensor per_sample = (prediction.to(torch::kFloat32) - target).pow(2).mean({1, 2, 3});
   const torch::Tensor snr = (sqrt_abar / sqrt_one_minus).pow(2).flatten();
   torch::Tensor weights = torch::clamp_max(snr, options.min_snr_gamma);
   weights = options.target == PredictionTarget::epsilon ? weights / snr : weights / (snr + 1.0);
-  return (per_sample * weights).mean();
+  return {(per_sample * weights).mean(), per_sample.detach().mean()};
+}
+
+torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
+                             const torch::Tensor& alphas_cumprod, const LossOptions& options) {
+  return diffusion_losses(unet, batch, draws, alphas_cumprod, options).weighted;
 }
 
 torch::Tensor LossScaler::scale(const torch::Tensor& loss) const {

@@ -69,7 +69,7 @@ DataConfig folder_dataset(const std::filesystem::path& folder, const DatasetConf
 /// One training image, checked: where it is, its caption, size and bucket.
 struct TrainImage {
   std::filesystem::path path;  ///< the image file
-  std::string caption;         ///< the caption file's text (trimmed), or class_tokens / ""
+  std::string caption;         ///< the caption file's first line (trimmed), or class_tokens / ""
   std::size_t dataset = 0;     ///< index in DataConfig::datasets
   std::size_t subset = 0;      ///< index in the data set's subsets
   int64_t repeats = 1;         ///< num_repeats of its subset

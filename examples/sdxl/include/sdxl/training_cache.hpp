@@ -20,6 +20,10 @@
 
 namespace sdxl {
 
+/// The checksum (aclora::io::checksum) of a file's bytes, read through a memory map.
+/// @throws aclora::safetensors::Error naming the file when it cannot be opened.
+uint64_t file_checksum(const std::filesystem::path& path);
+
 /// A checksum of a module's parameters (names, shapes, dtypes and bytes): changes when the
 /// weights do. Reads every parameter once (memory speed).
 uint64_t module_fingerprint(const torch::nn::Module& module);

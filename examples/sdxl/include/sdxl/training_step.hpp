@@ -59,6 +59,19 @@ StepDraws draw_step(const TrainBatch& batch, const LossOptions& options);
 torch::Tensor diffusion_loss(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
                              const torch::Tensor& alphas_cumprod, const LossOptions& options);
 
+/// A step's loss two ways: the one to train on and the plain MSE.
+struct DiffusionLosses {
+  torch::Tensor weighted;    ///< what diffusion_loss returns (min-SNR weighted when on)
+  torch::Tensor unweighted;  ///< the MSE against the target without min-SNR weights
+                             ///< (detached; the same value as `weighted` when min-SNR is off)
+};
+
+/// diffusion_loss and, from the same forward pass, the unweighted MSE (a trainer may report
+/// and act on the plain loss while it trains on the weighted one). Same parameters and
+/// errors as diffusion_loss.
+DiffusionLosses diffusion_losses(UNet& unet, const TrainBatch& batch, const StepDraws& draws,
+                                 const torch::Tensor& alphas_cumprod, const LossOptions& options);
+
 /// abar_t (a NoiseSchedule's alphas_cumprod()) as the [T] float32 tensor diffusion_loss takes.
 inline torch::Tensor alphas_cumprod_on(const std::vector<float>& alphas_cumprod,
                                        torch::Device device) {
