@@ -410,6 +410,10 @@ TrainResult train_process(const TrainOptions& requested, torch::Device device,
   }
   models.unet->set_gradient_checkpointing(options.gradient_checkpointing);
   models.unet->train();
+  if (options.train_text_encoder) {
+    models.text_encoder->train();
+    models.text_encoder_2->train();
+  }
   log("LoRA: " + std::to_string(network.size()) + " modules at rank " +
       std::to_string(options.rank));
   std::vector<torch::Tensor> parameters = network.parameters();
@@ -458,7 +462,14 @@ TrainResult train_process(const TrainOptions& requested, torch::Device device,
   const auto text_of = [&](const std::string& caption) -> CachedText {
     if (const auto found = texts.find(caption); found != texts.end())
       return found->second;
-    const SdxlTextEmbeddings embeddings = pipeline.conditioner().encode({caption});
+    // Text-encoder LoRAs learn through the UNet's loss: their captions are encoded with
+    // autograd (validation runs under NoGradGuard) and autocast, as the UNet runs.
+    std::optional<AutocastScope> scope;
+    if (options.train_text_encoder && autocast)
+      scope.emplace(autocast_on);
+    const SdxlTextEmbeddings embeddings = options.train_text_encoder
+                                              ? pipeline.conditioner().encode_with_grad({caption})
+                                              : pipeline.conditioner().encode({caption});
     return CachedText{embeddings.context.squeeze(0), embeddings.pooled.squeeze(0)};
   };
   const auto make_batch = [&](const Batch& batch, const std::vector<TrainImage>& set,
