@@ -31,4 +31,10 @@ inline double relative_error(const torch::Tensor& actual, const torch::Tensor& e
       .item<double>();
 }
 
+/// |actual - expected| / |expected| in the Frobenius norm, computed in fp64.
+inline double relative_norm_error(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const torch::Tensor wanted = expected.to(torch::kFloat64);
+  return ((actual.to(torch::kFloat64) - wanted).norm() / wanted.norm()).item<double>();
+}
+
 }  // namespace sdxl_test

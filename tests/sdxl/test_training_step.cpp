@@ -17,15 +17,7 @@
 #include "sdxl/scheduler.hpp"
 #include "sdxl/training_step.hpp"
 
-namespace {
-
-double relative(const torch::Tensor& actual, const torch::Tensor& expected) {
-  return ((actual.to(torch::kFloat64) - expected.to(torch::kFloat64)).norm() /
-          expected.to(torch::kFloat64).norm())
-      .item<double>();
-}
-
-}  // namespace
+using sdxl_test::relative_norm_error;
 
 // With the same tiny UNet, LoRA factors, batch, noise and timesteps, the loss and the gradient
 // of every one of the 132 LoRA factor pairs equal diffusers + PEFT's within 1e-4 relative, for
@@ -69,13 +61,14 @@ TEST(TrainingStep, EqualsDiffusersAndPeft) {
       const torch::Tensor loss =
           sdxl::diffusion_loss(models.unet, batch, draws, abar, loss_options);
       loss.backward();
-      EXPECT_LT(relative(loss, tensor(name + ".loss").squeeze()), 1e-4) << name;
+      EXPECT_LT(relative_norm_error(loss, tensor(name + ".loss").squeeze()), 1e-4) << name;
       double worst = 0.0;
       for (const auto& module : network.modules()) {
-        worst = std::max(worst, relative(module.adapter->down.grad(),
-                                         tensor(name + "." + module.path + ".down_grad")));
-        worst = std::max(worst, relative(module.adapter->up.grad(),
-                                         tensor(name + "." + module.path + ".up_grad")));
+        worst =
+            std::max(worst, relative_norm_error(module.adapter->down.grad(),
+                                                tensor(name + "." + module.path + ".down_grad")));
+        worst = std::max(worst, relative_norm_error(module.adapter->up.grad(),
+                                                    tensor(name + "." + module.path + ".up_grad")));
       }
       RecordProperty(name + "_worst_gradient_error", std::to_string(worst));
       EXPECT_LT(worst, 1e-4) << name;

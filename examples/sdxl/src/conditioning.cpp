@@ -76,12 +76,17 @@ torch::Tensor SdxlTextConditioner::token_ids(int index,
 
 SdxlTextEmbeddings SdxlTextConditioner::encode(const std::vector<std::string>& prompts,
                                                const std::vector<std::string>& prompts_2) const {
+  torch::NoGradGuard no_grad;
+  return encode_with_grad(prompts, prompts_2);
+}
+
+SdxlTextEmbeddings SdxlTextConditioner::encode_with_grad(
+    const std::vector<std::string>& prompts, const std::vector<std::string>& prompts_2) const {
   if (prompts.empty())
     throw std::invalid_argument("SDXL conditioner: no prompts to encode");
   if (!prompts_2.empty() && prompts_2.size() != prompts.size())
     throw std::invalid_argument("SDXL conditioner: " + std::to_string(prompts.size()) +
                                 " prompts but " + std::to_string(prompts_2.size()) + " prompts_2");
-  torch::NoGradGuard no_grad;
   const ClipTextOutput out1 = encoders_[0].ptr()->forward(token_ids(0, prompts));
   const ClipTextOutput out2 =
       encoders_[1].ptr()->forward(token_ids(1, prompts_2.empty() ? prompts : prompts_2));

@@ -258,6 +258,10 @@ class Trainer {
     }
     models.unet->set_gradient_checkpointing(options_.gradient_checkpointing);
     models.unet->train();
+    if (options_.train_text_encoder) {
+      models.text_encoder->train();
+      models.text_encoder_2->train();
+    }
     log_("LoRA: " + std::to_string(network_.size()) + " modules at rank " +
          std::to_string(options_.rank));
     parameters_ = network_.parameters();
@@ -397,11 +401,18 @@ class Trainer {
     }
   }
 
-  // The text embeddings of a caption: cached, or encoded now.
+  // The text embeddings of a caption: cached, or encoded now. Text-encoder LoRAs learn
+  // through the UNet's loss: their captions are encoded with autograd (validation runs under
+  // NoGradGuard) and under the UNet's autocast.
   CachedText text_of(const std::string& caption) const {
     if (const auto found = texts_.find(caption); found != texts_.end())
       return found->second;
-    const SdxlTextEmbeddings embeddings = pipeline_->conditioner().encode({caption});
+    std::optional<AutocastScope> scope;
+    if (options_.train_text_encoder && autocast_)
+      scope.emplace(autocast_state_);
+    const SdxlTextEmbeddings embeddings =
+        options_.train_text_encoder ? pipeline_->conditioner().encode_with_grad({caption})
+                                    : pipeline_->conditioner().encode({caption});
     return CachedText{embeddings.context.squeeze(0), embeddings.pooled.squeeze(0)};
   }
 

@@ -28,8 +28,9 @@ struct SdxlTextEmbeddings {
   torch::Tensor pooled;
 };
 
-/// The two tokenizer + text encoder pairs of SDXL. Encoding runs without
-/// gradients; the outputs have encoder 1's dtype and device.
+/// The two tokenizer + text encoder pairs of SDXL. encode() runs without gradients
+/// (sampling, caches); encode_with_grad() records autograd history (training
+/// text-encoder LoRAs). The outputs have encoder 1's dtype and device.
 class SdxlTextConditioner {
  public:
   /// @throws std::invalid_argument when a part is missing, the tokenizers frame
@@ -50,6 +51,14 @@ class SdxlTextConditioner {
   /// @throws std::invalid_argument for an empty batch or mismatched counts.
   SdxlTextEmbeddings encode(const std::vector<std::string>& prompts,
                             const std::vector<std::string>& prompts_2 = {}) const;
+
+  /// encode() with autograd history when gradients are enabled (the current grad mode
+  /// decides), so that the loss reaches the encoders' trainable parameters (their LoRA
+  /// factors). Runs in the current autocast state and the encoders' current training mode
+  /// (LoRA dropout acts in training mode).
+  /// @throws std::invalid_argument as encode().
+  SdxlTextEmbeddings encode_with_grad(const std::vector<std::string>& prompts,
+                                      const std::vector<std::string>& prompts_2 = {}) const;
 
   /// The negative (unconditional) embeddings for a batch of `batch` prompts:
   /// without negative prompts, all-zero context and pooled tensors (SDXL's
