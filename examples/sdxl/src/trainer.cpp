@@ -410,9 +410,9 @@ class Trainer {
     std::optional<AutocastScope> scope;
     if (options_.train_text_encoder && autocast_)
       scope.emplace(autocast_state_);
-    const SdxlTextEmbeddings embeddings =
-        options_.train_text_encoder ? pipeline_->conditioner().encode_with_grad({caption})
-                                    : pipeline_->conditioner().encode({caption});
+    const SdxlTextEmbeddings embeddings = options_.train_text_encoder
+                                              ? pipeline_->conditioner().encode_with_grad({caption})
+                                              : pipeline_->conditioner().encode({caption});
     return CachedText{embeddings.context.squeeze(0), embeddings.pooled.squeeze(0)};
   }
 
