@@ -173,7 +173,7 @@ TEST(TextEncoderTraining, RunExportsTrainedTextEncoderModules) {
     options.epochs = 2;
     options.validation_dir.reset();
     if (mixed) {
-      options.mixed_precision = "bf16";
+      options.mixed_precision = sdxl::MixedPrecision::bf16;
       options.gradient_checkpointing = true;
     }
     const std::string name = mixed ? "bf16 autocast, gradient checkpointing" : "fp32";
