@@ -44,12 +44,18 @@ struct ChoiceName {
   Choice value;           ///< the enum value
 };
 
-/// The names of each choice (one table per enum; found by overload on the enum type).
+/// The names of the UNet target sets (`--targets`); each choice has one table, found by
+/// overload on the enum type.
 std::span<const ChoiceName<UnetTargets>> choice_names(UnetTargets);
+/// The names of the mixed-precision modes (`--mixed-precision`).
 std::span<const ChoiceName<MixedPrecision>> choice_names(MixedPrecision);
+/// The names of the saved LoRA's dtypes (`--save-precision`).
 std::span<const ChoiceName<SavePrecision>> choice_names(SavePrecision);
+/// The names of the losses that can drive p (`--restart-loss`).
 std::span<const ChoiceName<RestartLoss>> choice_names(RestartLoss);
+/// The names of the LoRA file formats (`--format`).
 std::span<const ChoiceName<aclora::train::ExportFormat>> choice_names(aclora::train::ExportFormat);
+/// The names of the learning-rate schedules (`--lr-scheduler`).
 std::span<const ChoiceName<aclora::train::LrScheduleKind>> choice_names(
     aclora::train::LrScheduleKind);
 
