@@ -132,6 +132,15 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// A store server of this LibTorch on a free loopback port, as torchrun's agent serves one.
+c10d::TCPStore agent_store() {
+  c10d::TCPStoreOptions options;
+  options.port = 0;
+  options.isServer = true;
+  options.waitWorkers = false;
+  return c10d::TCPStore("127.0.0.1", options);
+}
+
 }  // namespace
 
 // A store that accepts the connection and never answers (torchrun of PyTorch 2 serving a
@@ -180,11 +189,7 @@ TEST(DistributedStartup, NoStoreFailsAfterTheTimeoutNamingTheAddress) {
 // torchrun's agent serves the store (a TCPStore server of this LibTorch, as torchrun of the
 // same PyTorch has): both ranks join, and their first all-reduce counts both.
 TEST(DistributedStartup, AgentStoreOfTheSameLibTorchJoins) {
-  c10d::TCPStoreOptions options;
-  options.port = 0;
-  options.isServer = true;
-  options.waitWorkers = false;
-  c10d::TCPStore agent("127.0.0.1", options);
+  c10d::TCPStore agent = agent_store();
   std::vector<std::string> errors(2);
   std::vector<std::thread> ranks;
   for (int rank = 0; rank < 2; ++rank)
@@ -202,11 +207,7 @@ TEST(DistributedStartup, AgentStoreOfTheSameLibTorchJoins) {
 // WORLD_SIZE 3 with only two ranks started: each fails after the timeout with an error that
 // names the group's forming and the ranks it waits for; so does rank 0 serving the store alone.
 TEST(DistributedStartup, MissingRankEndsTheJoinWithAnError) {
-  c10d::TCPStoreOptions options;
-  options.port = 0;
-  options.isServer = true;
-  options.waitWorkers = false;
-  c10d::TCPStore agent("127.0.0.1", options);
+  c10d::TCPStore agent = agent_store();
   std::vector<std::string> errors(2);
   std::vector<std::thread> ranks;
   for (int rank = 0; rank < 2; ++rank)
